@@ -1,0 +1,96 @@
+//! Catalog schema and its migrations.
+//!
+//! Migrations are append-only: `MIGRATIONS[i]` takes the database from
+//! `user_version` i to i+1. A catalog newer than this binary is refused rather
+//! than guessed at. The catalog is a cache of the vault (it can always be
+//! rebuilt from a tier), but it is still migrated in place, in a transaction.
+
+/// Each entry upgrades `user_version` N to N+1.
+pub const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: the core tables.
+    r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- A pack, as sealed. size = ciphertext bytes (the object size in every tier).
+CREATE TABLE packs (
+    id      BLOB PRIMARY KEY,
+    size    INTEGER NOT NULL,
+    blobs   INTEGER NOT NULL,
+    chunks  INTEGER NOT NULL,
+    created TEXT NOT NULL
+);
+
+-- Where each pack lives, per tier, for the 3-2-1 rule.
+CREATE TABLE pack_copies (
+    pack_id     BLOB NOT NULL REFERENCES packs(id),
+    tier        TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('present', 'pending', 'missing', 'corrupt')),
+    size        INTEGER,
+    updated     TEXT NOT NULL,
+    verified_at TEXT,
+    PRIMARY KEY (pack_id, tier)
+) WITHOUT ROWID;
+
+-- Blobs (zstd frames or raw runs) inside packs.
+CREATE TABLE blobs (
+    id         INTEGER PRIMARY KEY,
+    pack_id    BLOB NOT NULL REFERENCES packs(id),
+    offset     INTEGER NOT NULL,
+    stored_len INTEGER NOT NULL,
+    raw_len    INTEGER NOT NULL,
+    codec      INTEGER NOT NULL,
+    kind       INTEGER NOT NULL
+);
+CREATE INDEX blobs_by_pack ON blobs(pack_id);
+
+-- Chunk id -> where its bytes are. offset is inside the decoded blob.
+CREATE TABLE chunks (
+    id     BLOB PRIMARY KEY,
+    blob   INTEGER NOT NULL REFERENCES blobs(id),
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Committed snapshots. manifest = the decrypted manifest JSON.
+CREATE TABLE snapshots (
+    id          TEXT PRIMARY KEY,
+    job         TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    created     TEXT NOT NULL,
+    host        TEXT NOT NULL,
+    raw_size    INTEGER NOT NULL,
+    stored_size INTEGER NOT NULL,
+    chunk_count INTEGER NOT NULL,
+    tags        TEXT NOT NULL,
+    pinned      INTEGER NOT NULL DEFAULT 0,
+    manifest    TEXT NOT NULL
+);
+CREATE INDEX snapshots_by_job ON snapshots(job, created);
+
+-- Where each manifest lives, per tier.
+CREATE TABLE snapshot_copies (
+    snapshot_id TEXT NOT NULL REFERENCES snapshots(id),
+    tier        TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('present', 'pending', 'missing', 'corrupt')),
+    updated     TEXT NOT NULL,
+    PRIMARY KEY (snapshot_id, tier)
+) WITHOUT ROWID;
+
+-- Every backup / restore / verify / rebuild, whatever its outcome.
+CREATE TABLE runs (
+    id          INTEGER PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    job         TEXT,
+    started     TEXT NOT NULL,
+    finished    TEXT,
+    bytes       INTEGER,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('running', 'ok', 'failed', 'partial')),
+    error       TEXT,
+    snapshot_id TEXT,
+    details     TEXT
+);
+"#,
+];

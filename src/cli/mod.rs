@@ -1,0 +1,135 @@
+//! Command-line parsing (clap). Options map onto library types; each
+//! command's handler merges flags with the settings, calls the library, and
+//! renders the report as text or `--json`.
+
+pub mod output;
+pub mod run;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  success
+  1  the operation failed; nothing was committed
+  2  bad usage or configuration
+  3  backup committed locally, offsite copy pending
+  4  data missing or corrupt (restore aborted, or verify found damage)
+  5  a key is missing or does not open the vault
+
+Environment: COFFER_CONFIG (settings file), COFFER_IDENTITY (identity file
+for commands that decrypt), BACKUP_DIRECTORY (default local vault for init).";
+
+/// coffer: an encrypted, deduplicating offsite vault for PostgreSQL backups.
+#[derive(Debug, Parser)]
+#[command(name = "coffer", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Settings file [default: $COFFER_CONFIG, else ~/.config/coffer/config.toml].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout (see docs/cli.md for the fields).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log each step (packs sealed and stored, manifest, commit) to stderr.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Print only results and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a vault: keys, a local tier and this host's settings.
+    Init(InitArgs),
+    /// Back up a file, stdin (-) or a directory (stored as a tar stream).
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots(SnapshotsArgs),
+    /// Restore a snapshot to a file, stdout, or a directory tree.
+    Restore(RestoreArgs),
+    /// Check every pack (and with --read-data every chunk) for damage.
+    Verify(VerifyArgs),
+    /// Catalog maintenance.
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
+    },
+}
+
+/// `coffer init`
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory of the local tier [default: $BACKUP_DIRECTORY, else ~/.local/share/coffer/vault].
+    #[arg(long, value_name = "DIR")]
+    pub local: Option<PathBuf>,
+    /// Seal to this age recipient (age1...) instead of generating an
+    /// identity here; repeat for several (e.g. an ops key and an escrow key).
+    #[arg(long = "recipient", value_name = "R")]
+    pub recipients: Vec<String>,
+}
+
+/// `coffer backup`
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Job name, used to group snapshots and select `latest`.
+    #[arg(long, default_value = "default")]
+    pub job: String,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "T")]
+    pub tags: Vec<String>,
+    /// A file, `-` for stdin, or a directory (archived as tar).
+    #[arg(value_name = "PATH|-")]
+    pub path: String,
+}
+
+/// `coffer snapshots`
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// Only this job's snapshots.
+    #[arg(long)]
+    pub job: Option<String>,
+}
+
+/// `coffer restore`
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id, a unique prefix of it, or `latest`.
+    pub snapshot: String,
+    /// With `latest`: the newest snapshot of this job.
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Where to: a new file, a new or empty directory (directory
+    /// snapshots), or `-` for stdout [default: stdout when it is not a terminal].
+    #[arg(long, value_name = "PATH|-")]
+    pub to: Option<String>,
+    /// The age identity file [default: $COFFER_IDENTITY, else the one init wrote].
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+}
+
+/// `coffer verify`
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Also decrypt every pack and check every chunk's keyed hash (needs the identity).
+    #[arg(long)]
+    pub read_data: bool,
+    /// The age identity file (with --read-data).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+}
+
+/// `coffer index ...`
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Recreate the catalog from the local tier (needs the identity).
+    Rebuild {
+        /// The age identity file.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,154 @@
+//! `coffer init`: create a vault, its keys and this host's settings.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use vault_format::chunker::ChunkerParams;
+use vault_format::config::VaultConfig;
+use vault_format::keys::{DedupKey, Identity, Recipients};
+use vault_format::pack::PackParams;
+use vault_format::VaultId;
+
+use crate::catalog::Catalog;
+use crate::error::{Error, Result};
+use crate::keyfiles::PushKey;
+use crate::settings::{absolute, LocalSettings, Settings};
+use crate::tier::local::LocalTier;
+use crate::tier::{keys, Put, Tier};
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Settings file to write.
+    pub config_path: PathBuf,
+    /// Local tier directory.
+    pub local: PathBuf,
+    /// Recipients; empty means "generate an identity here".
+    pub recipients: Vec<String>,
+    /// Chunker parameters (fixed for the vault's life).
+    pub chunker: ChunkerParams,
+    /// Pack parameters.
+    pub pack: PackParams,
+}
+
+/// What was created (`--json` of `coffer init`).
+#[derive(Debug, Clone, Serialize)]
+pub struct InitReport {
+    /// New vault id.
+    pub vault_id: String,
+    /// Settings file.
+    pub config: PathBuf,
+    /// Identity file, when one was generated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<PathBuf>,
+    /// Push key file.
+    pub push_key: PathBuf,
+    /// Local tier.
+    pub local: PathBuf,
+    /// Catalog file.
+    pub catalog: PathBuf,
+    /// The recipients everything is sealed to.
+    pub recipients: Vec<String>,
+}
+
+/// Creates a vault.
+///
+/// # Errors
+/// [`Error::Config`] when a config or vault already exists there;
+/// [`Error::Key`] for bad recipients.
+pub fn init(opts: &InitOptions) -> Result<InitReport> {
+    let config_path = absolute(&opts.config_path);
+    if config_path.exists() {
+        return Err(Error::Config(format!(
+            "a coffer config already exists at {}; pass --config FILE to create another",
+            config_path.display()
+        )));
+    }
+    let dir = config_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let local_path = absolute(&opts.local);
+    if local_path.join(keys::CONFIG).exists() {
+        return Err(Error::Config(format!(
+            "{} already holds a coffer vault; choose another --local directory",
+            local_path.display()
+        )));
+    }
+    let created = crate::util::now_rfc3339();
+    let (identity, recipients) = if opts.recipients.is_empty() {
+        let id = Identity::generate();
+        let r = id.to_recipients();
+        (Some(id), r)
+    } else {
+        (
+            None,
+            Recipients::parse(&opts.recipients)
+                .map_err(|e| Error::Key(format!("{e}; a recipient looks like age1...")))?,
+        )
+    };
+    let identity_path = dir.join("identity.txt");
+    let push_path = dir.join("push-key.toml");
+    for p in [&identity_path, &push_path] {
+        if p.exists() && (identity.is_some() || p == &push_path) {
+            return Err(Error::Config(format!(
+                "{} already exists; move it away or pass another --config",
+                p.display()
+            )));
+        }
+    }
+    let vault_id = VaultId::random();
+    let dedup_key = DedupKey::generate();
+    let config = VaultConfig::new(
+        vault_id,
+        created.clone(),
+        opts.chunker.clone(),
+        opts.pack.clone(),
+        &recipients,
+        &dedup_key,
+    )?;
+
+    // The identity first: it is the one thing that cannot be recreated.
+    if let Some(id) = &identity {
+        crate::util::write_secret_file(&identity_path, id.to_file_text(&created).as_bytes())
+            .map_err(|e| {
+                Error::Key(format!(
+                    "cannot write identity {}: {e}",
+                    identity_path.display()
+                ))
+            })?;
+    }
+    let push = PushKey {
+        vault_id: vault_id.to_hex(),
+        recipients: recipients.clone(),
+        dedup_key,
+    };
+    push.save_new(&push_path)?;
+    let tier = LocalTier::create("local", &local_path)?;
+    if tier.put_bytes(keys::CONFIG, &config.encode())? == Put::AlreadyExisted {
+        return Err(Error::Config(format!(
+            "{} already holds a coffer vault",
+            local_path.display()
+        )));
+    }
+    let settings = Settings {
+        vault_id: vault_id.to_hex(),
+        catalog: dir.join("catalog.sqlite"),
+        push_key: push_path.clone(),
+        identity: identity.as_ref().map(|_| identity_path.clone()),
+        local: LocalSettings {
+            path: local_path.clone(),
+        },
+    };
+    settings.save_new(&config_path)?;
+    Catalog::open(&settings.catalog)?.bind_vault(&settings.vault_id)?;
+    Ok(InitReport {
+        vault_id: vault_id.to_hex(),
+        config: config_path,
+        identity: identity.map(|_| identity_path),
+        push_key: push_path,
+        local: local_path,
+        catalog: settings.catalog,
+        recipients: recipients.to_strings(),
+    })
+}

@@ -1,0 +1,117 @@
+//! `coffer index rebuild`: recreate the catalog from a tier with the identity.
+//!
+//! The new catalog is built beside the old one under a temporary name and
+//! renamed over it only when complete, so an interrupted rebuild leaves the
+//! old catalog in place.
+
+use serde::Serialize;
+use vault_format::config::VaultConfig;
+use vault_format::manifest::Manifest;
+use vault_format::pack::PackReader;
+
+use crate::catalog::{Catalog, CopyState};
+use crate::error::{Error, Result};
+use crate::tier::{keys, Tier};
+use crate::vault::Vault;
+
+/// What a rebuild found (`--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RebuildReport {
+    /// Tier read.
+    pub tier: String,
+    /// Packs indexed.
+    pub packs: u64,
+    /// Chunks indexed.
+    pub chunks: u64,
+    /// Snapshots found.
+    pub snapshots: u64,
+    /// Objects that could not be read, with why.
+    pub problems: Vec<String>,
+}
+
+/// Rebuilds the catalog of `vault` from `tier`.
+///
+/// # Errors
+/// [`Error::Key`] when the identity does not open the vault; tier and
+/// catalog errors.
+pub fn rebuild(
+    vault: &Vault,
+    tier: &dyn Tier,
+    identity: &vault_format::keys::Identity,
+) -> Result<RebuildReport> {
+    let config = VaultConfig::decode(&tier.get(keys::CONFIG)?)?;
+    if config.vault_id != vault.config.vault_id {
+        return Err(Error::Config(format!(
+            "tier {} holds vault {}, not {}",
+            tier.name(),
+            config.vault_id,
+            vault.config.vault_id
+        )));
+    }
+    config.open_dedup_key(identity).map_err(|_| {
+        Error::Key(format!(
+            "the identity does not open vault {}",
+            config.vault_id
+        ))
+    })?;
+
+    let final_path = vault.settings.catalog.clone();
+    let tmp_path = final_path.with_extension("rebuild.sqlite");
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", tmp_path.display()));
+    }
+    let mut cat = Catalog::open(&tmp_path)?;
+    cat.bind_vault(&vault.settings.vault_id)?;
+    let mut rep = RebuildReport {
+        tier: tier.name().to_string(),
+        packs: 0,
+        chunks: 0,
+        snapshots: 0,
+        problems: Vec::new(),
+    };
+    for obj in tier.list(keys::PACKS)? {
+        let Some(id) = keys::parse_pack(&obj.key) else {
+            continue;
+        };
+        let opened = tier
+            .open(&obj.key)
+            .map_err(|e| e.to_string())
+            .and_then(|src| PackReader::open(identity, src).map_err(|e| e.to_string()));
+        match opened {
+            Ok(r) => {
+                cat.insert_pack(&id, obj.size, r.index(), tier.name(), CopyState::Present)?;
+                rep.packs += 1;
+                rep.chunks += r.index().chunk_count() as u64;
+            }
+            Err(e) => rep.problems.push(format!("pack {id}: {e}")),
+        }
+    }
+    for obj in tier.list(keys::SNAPSHOTS)? {
+        let Some(id) = keys::parse_snapshot(&obj.key) else {
+            continue;
+        };
+        match tier
+            .get(&obj.key)
+            .map_err(|e| e.to_string())
+            .and_then(|b| Manifest::open(identity, &b).map_err(|e| e.to_string()))
+        {
+            Ok(m) if m.id == id && m.vault_id == config.vault_id => {
+                cat.insert_snapshot(&m, tier.name())?;
+                rep.snapshots += 1;
+            }
+            Ok(_) => rep.problems.push(format!(
+                "snapshot {id}: manifest names another snapshot or vault"
+            )),
+            Err(e) => rep.problems.push(format!("snapshot {id}: {e}")),
+        }
+    }
+    drop(cat);
+    for ext in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", final_path.display()));
+    }
+    std::fs::rename(&tmp_path, &final_path).map_err(|e| Error::Output {
+        what: final_path.display().to_string(),
+        source: e,
+    })?;
+    Ok(rep)
+}

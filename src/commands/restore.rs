@@ -1,0 +1,188 @@
+//! `coffer restore`: a snapshot back to a file, stdout, or (for directory
+//! snapshots) an extracted tree.
+//!
+//! Never a silently short result: a file is written under a temporary name
+//! in the target's directory and renamed into place only after every chunk
+//! verified and the length matched; a tree is extracted into a temporary
+//! sibling directory and renamed likewise. On error the temporary is removed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use vault_format::manifest::{kinds, Manifest};
+
+use crate::error::{Error, Result};
+use crate::pipeline::restore::{self, ReadContext, RestoreReport};
+use crate::progress::Progress;
+use crate::vault::Vault;
+
+/// Where to restore to.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Standard output (the raw stream; a tar stream for directory snapshots).
+    Stdout,
+    /// A path: a file for stream snapshots, a directory for tar snapshots.
+    Path(PathBuf),
+}
+
+/// Resolves `query` (`latest`, an id or a unique prefix) to a manifest.
+///
+/// # Errors
+/// Catalog errors (not found, ambiguous).
+pub fn find(vault: &Vault, query: &str, job: Option<&str>) -> Result<Manifest> {
+    let catalog = vault.catalog()?;
+    let id = catalog.resolve_snapshot(query, job)?;
+    Ok(catalog.manifest(&id)?)
+}
+
+/// Restores a snapshot; records the run.
+///
+/// # Errors
+/// [`Error::Integrity`] when data is missing or damaged in every tier,
+/// [`Error::Output`] when the target cannot be written, [`Error::Config`]
+/// when the target already exists.
+pub fn restore(
+    vault: &Vault,
+    ctx: &ReadContext,
+    manifest: &Manifest,
+    target: &Target,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let catalog = vault.catalog()?;
+    let run = catalog.start_run("restore", Some(&manifest.job))?;
+    let r = match target {
+        Target::Stdout => {
+            let stdout = std::io::stdout();
+            let mut lock = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            restore::run(ctx, manifest, &mut lock, progress)
+        }
+        Target::Path(p) if manifest.kind == kinds::TAR => to_tree(ctx, manifest, p, progress),
+        Target::Path(p) => to_file(ctx, manifest, p, progress),
+    };
+    match &r {
+        Ok(rep) => catalog.finish_run(
+            run,
+            crate::catalog::Outcome::Ok,
+            rep.bytes,
+            None,
+            Some(&manifest.id),
+            None,
+        )?,
+        Err(e) => catalog.finish_run(
+            run,
+            crate::catalog::Outcome::Failed,
+            0,
+            Some(&e.to_string()),
+            Some(&manifest.id),
+            None,
+        )?,
+    }
+    r
+}
+
+fn out_err(what: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::Output {
+        what: what.display().to_string(),
+        source: e,
+    }
+}
+
+fn parent_of(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn to_file(
+    ctx: &ReadContext,
+    manifest: &Manifest,
+    path: &Path,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    if path.exists() {
+        return Err(Error::Config(format!(
+            "{} already exists; restore to a new path (coffer never overwrites)",
+            path.display()
+        )));
+    }
+    let dir = parent_of(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.coffer-partial-"))
+        .tempfile_in(&dir)
+        .map_err(out_err(path))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
+    let rep = restore::run(ctx, manifest, &mut w, progress)?;
+    let tmp = w.into_inner().map_err(|e| out_err(path)(e.into_error()))?;
+    tmp.as_file().sync_all().map_err(out_err(path))?;
+    tmp.persist_noclobber(path)
+        .map_err(|e| out_err(path)(e.error))?;
+    crate::tier::local::sync_dir(&dir).map_err(out_err(path))?;
+    Ok(rep)
+}
+
+fn to_tree(
+    ctx: &ReadContext,
+    manifest: &Manifest,
+    path: &Path,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let existing_empty = match std::fs::read_dir(path) {
+        Ok(mut d) => {
+            if d.next().is_some() {
+                return Err(Error::Config(format!(
+                    "{} is not empty; restore a directory snapshot into a new or empty directory",
+                    path.display()
+                )));
+            }
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(out_err(path)(e)),
+    };
+    let dir = parent_of(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.coffer-partial-"))
+        .tempdir_in(&dir)
+        .map_err(out_err(path))?;
+    let (reader, mut writer) = std::io::pipe().map_err(out_err(path))?;
+    let dest = tmp.path().to_path_buf();
+    let rep = std::thread::scope(|s| -> Result<RestoreReport> {
+        let untar = s.spawn(move || -> std::io::Result<()> {
+            let mut a = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, reader));
+            a.set_preserve_permissions(true);
+            a.set_preserve_mtime(true);
+            a.set_preserve_ownerships(true);
+            a.set_overwrite(false);
+            a.unpack(&dest)?;
+            // Drain anything after the archive's end marker, so the writer
+            // never blocks on a full pipe.
+            std::io::copy(&mut a.into_inner(), &mut std::io::sink())?;
+            Ok(())
+        });
+        let r = restore::run(ctx, manifest, &mut writer, progress);
+        let _ = writer.flush();
+        drop(writer);
+        let u = untar
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("tar extraction panicked")));
+        let rep = r?;
+        u.map_err(out_err(path))?;
+        Ok(rep)
+    })?;
+    if existing_empty {
+        std::fs::remove_dir(path).map_err(out_err(path))?;
+    }
+    let kept = tmp.keep();
+    std::fs::rename(&kept, path).map_err(out_err(path))?;
+    crate::tier::local::sync_dir(&dir).map_err(out_err(path))?;
+    Ok(rep)
+}

@@ -1,0 +1,538 @@
+//! The backup (ingest) pipeline. See the module docs of [`crate::pipeline`]
+//! for the stages; this file is their code.
+//!
+//! Commit protocol (crash safety, SPEC.md "Crash safety"):
+//! 1. each pack is sealed into a spool file, fsynced, linked into the tier
+//!    (durable), and only then recorded in the catalog;
+//! 2. after the input ended *and its producer reported success*
+//!    ([`Source::finish`]), the manifest is sealed and stored (durable);
+//! 3. then the catalog commits the snapshot row.
+//!
+//! A crash before 2 leaves packs no snapshot references (reused by the next
+//! backup's dedup, reclaimed by prune); a crash between 2 and 3 leaves a
+//! complete snapshot the catalog learns of at the next rebuild. There is no
+//! point at which a snapshot exists whose data is not durable.
+
+use std::collections::HashSet;
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use serde::Serialize;
+use vault_format::blob::{BlobEncoder, Codec};
+use vault_format::chunker::Chunker;
+use vault_format::chunklist::{self, LIST_HEADER};
+use vault_format::config::VaultConfig;
+use vault_format::keys::{ChunkIdKey, DedupKey, Recipients};
+use vault_format::manifest::{Manifest, MANIFEST_VERSION};
+use vault_format::pack::{ChunkKind, PackWriter};
+use vault_format::{ChunkId, SnapshotId};
+
+use super::dedup::{Dedup, Pending};
+use crate::catalog::{Catalog, CopyState};
+use crate::error::{Error, Result};
+use crate::progress::{Event, Progress};
+use crate::source::Source;
+use crate::tier::{keys, Tier};
+
+/// Read buffer: large reads amortise syscalls; must exceed the max chunk.
+const READ_BUF: usize = 4 * 1024 * 1024;
+
+/// What a backup needs: only public keys and the dedup key.
+pub struct BackupContext {
+    /// The tier backups complete on.
+    pub tier: Arc<dyn Tier>,
+    /// Catalog file (each stage opens its own connection).
+    pub catalog_path: PathBuf,
+    /// Vault config (chunker and pack parameters).
+    pub config: VaultConfig,
+    /// Who packs and manifests are sealed to.
+    pub recipients: Recipients,
+    /// The dedup key.
+    pub dedup_key: DedupKey,
+    /// Compressor threads.
+    pub threads: usize,
+}
+
+/// What to call the snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct BackupRequest {
+    /// Job name.
+    pub job: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Extra source facts (merged with the source's own).
+    pub facts: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The result of a committed backup (the `--json` output of `coffer backup`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    /// Snapshot id.
+    pub id: SnapshotId,
+    /// Job name.
+    pub job: String,
+    /// Snapshot kind.
+    pub kind: String,
+    /// Bytes read.
+    pub raw_size: u64,
+    /// Bytes added to the vault (new blobs, compressed).
+    pub stored_size: u64,
+    /// Data chunks not stored before.
+    pub new_chunks: u64,
+    /// Data chunks already in the vault.
+    pub reused_chunks: u64,
+    /// Packs written.
+    pub packs: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+struct BlobJob {
+    kind: ChunkKind,
+    raw: Vec<u8>,
+    chunks: Vec<(ChunkId, u32)>,
+}
+
+struct SealedBlob {
+    kind: ChunkKind,
+    codec: Codec,
+    stored: Vec<u8>,
+    chunks: Vec<(ChunkId, u32)>,
+}
+
+#[derive(Default)]
+struct PackerStats {
+    stored: u64,
+    packs: u64,
+}
+
+/// Runs a backup of `source` and commits a snapshot.
+///
+/// # Errors
+/// Any failure of the source, a tier or the catalog; nothing is committed then.
+pub fn run(
+    ctx: &BackupContext,
+    source: &mut dyn Source,
+    req: &BackupRequest,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
+    let started = Instant::now();
+    let created = crate::util::now_rfc3339();
+    let id = SnapshotId::random();
+    let pending: Pending = Arc::new(Mutex::new(HashSet::new()));
+    let abort = AtomicBool::new(false);
+    let threads = ctx.threads.max(1);
+
+    let (job_tx, job_rx) = bounded::<BlobJob>(threads * 2);
+    let (blob_tx, blob_rx) = bounded::<Result<SealedBlob>>(threads * 2);
+    let (raw_pool_tx, raw_pool_rx) = unbounded::<Vec<u8>>();
+    let (stored_pool_tx, stored_pool_rx) = unbounded::<Vec<u8>>();
+
+    let (chunked, packed) = std::thread::scope(|s| {
+        for i in 0..threads {
+            let (job_rx, blob_tx) = (job_rx.clone(), blob_tx.clone());
+            let (raw_pool_tx, stored_pool_rx) = (raw_pool_tx.clone(), stored_pool_rx.clone());
+            let level = ctx.config.pack.zstd_level;
+            std::thread::Builder::new()
+                .name(format!("compress-{i}"))
+                .spawn_scoped(s, move || {
+                    compressor(level, job_rx, blob_tx, raw_pool_tx, stored_pool_rx)
+                })
+                .expect("spawn compressor");
+        }
+        drop((job_rx, blob_tx, stored_pool_rx));
+        let packer = std::thread::Builder::new()
+            .name("packer".into())
+            .spawn_scoped(s, || {
+                packer(ctx, blob_rx, stored_pool_tx, &pending, &abort, progress)
+            })
+            .expect("spawn packer");
+        let chunked = chunk_stage(ctx, source, job_tx, raw_pool_rx, &pending, progress);
+        if chunked.is_err() {
+            abort.store(true, Ordering::SeqCst);
+        }
+        let packed = packer.join().unwrap_or_else(|_| {
+            Err(Error::Source {
+                what: "packer".into(),
+                detail: "the packer thread panicked".into(),
+            })
+        });
+        (chunked, packed)
+    });
+    // The packer's error is the cause when the chunk stage merely saw the
+    // pipeline close under it.
+    let chunked = match (chunked, packed) {
+        (Ok(c), Ok(p)) => (c, p),
+        (Err(e), Ok(_)) => return Err(e),
+        (_, Err(e)) => return Err(e),
+    };
+    let (mut stats, packer_stats) = chunked;
+
+    // The stream ended: did its producer succeed? Only then commit.
+    let mut facts = source.finish()?;
+    for (k, v) in &req.facts {
+        facts.insert(k.clone(), v.clone());
+    }
+
+    let manifest = Manifest {
+        format: MANIFEST_VERSION,
+        id,
+        vault_id: ctx.config.vault_id,
+        job: req.job.clone(),
+        kind: source.kind().to_string(),
+        created,
+        host: crate::util::hostname(),
+        tags: req.tags.clone(),
+        source: facts,
+        raw_size: stats.raw_size,
+        stored_size: packer_stats.stored,
+        chunk_count: stats.chunk_count,
+        chunk_list: std::mem::take(&mut stats.list_ids),
+        extra: Default::default(),
+    };
+    let sealed = manifest.seal(&ctx.recipients)?;
+    ctx.tier.put_bytes(&keys::snapshot(&id), &sealed)?;
+    progress.event(&Event::ManifestStored { id });
+    let mut catalog = Catalog::open(&ctx.catalog_path)?;
+    catalog.insert_snapshot(&manifest, ctx.tier.name())?;
+    progress.event(&Event::SnapshotCommitted { id });
+
+    Ok(BackupReport {
+        id,
+        job: req.job.clone(),
+        kind: manifest.kind,
+        raw_size: stats.raw_size,
+        stored_size: packer_stats.stored,
+        new_chunks: stats.new_chunks,
+        reused_chunks: stats.reused_chunks,
+        packs: packer_stats.packs,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[derive(Default)]
+struct ChunkStats {
+    raw_size: u64,
+    chunk_count: u64,
+    new_chunks: u64,
+    reused_chunks: u64,
+    list_ids: Vec<ChunkId>,
+}
+
+/// A run of consecutive new chunks of one kind, becoming one blob.
+struct Run {
+    raw: Vec<u8>,
+    chunks: Vec<(ChunkId, u32)>,
+}
+
+struct Emitter {
+    dedup: Dedup,
+    idkey: ChunkIdKey,
+    blob_target: usize,
+    jobs: Sender<BlobJob>,
+    raw_pool: Receiver<Vec<u8>>,
+    data: Run,
+    list: Run,
+}
+
+impl Emitter {
+    fn run_mut(&mut self, kind: ChunkKind) -> &mut Run {
+        match kind {
+            ChunkKind::Data => &mut self.data,
+            ChunkKind::List => &mut self.list,
+        }
+    }
+
+    /// Dedups one chunk; a new one joins the current run. Returns (id, new).
+    fn chunk(&mut self, bytes: &[u8], kind: ChunkKind) -> Result<(ChunkId, bool)> {
+        let id = self.idkey.id(bytes);
+        if self.dedup.check_and_claim(&id)? {
+            return Ok((id, false));
+        }
+        let target = self.blob_target;
+        let run = self.run_mut(kind);
+        run.raw.extend_from_slice(bytes);
+        run.chunks.push((id, bytes.len() as u32));
+        if run.raw.len() >= target {
+            self.flush(kind)?;
+        }
+        Ok((id, true))
+    }
+
+    fn flush(&mut self, kind: ChunkKind) -> Result<()> {
+        let fresh_raw = self
+            .raw_pool
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(self.blob_target + 64 * 1024));
+        let run = self.run_mut(kind);
+        if run.chunks.is_empty() {
+            return Ok(());
+        }
+        let raw = std::mem::replace(&mut run.raw, fresh_raw);
+        let job = BlobJob {
+            kind,
+            raw,
+            chunks: std::mem::take(&mut run.chunks),
+        };
+        self.jobs.send(job).map_err(|_| pipeline_closed())
+    }
+}
+
+fn pipeline_closed() -> Error {
+    Error::Source {
+        what: "backup pipeline".into(),
+        detail: "a later stage stopped".into(),
+    }
+}
+
+/// Reads, chunks, hashes and dedups; sends runs of new chunks to the
+/// compressors; builds the chunk list (itself stored as chunks).
+fn chunk_stage(
+    ctx: &BackupContext,
+    source: &mut dyn Source,
+    jobs: Sender<BlobJob>,
+    raw_pool: Receiver<Vec<u8>>,
+    pending: &Pending,
+    progress: &dyn Progress,
+) -> Result<ChunkStats> {
+    let chunker = Chunker::new(&ctx.config.chunker, &ctx.dedup_key)?;
+    let max = chunker.max_size();
+    let blob_target = ctx.config.pack.blob_target_size as usize;
+    let catalog = Catalog::open(&ctx.catalog_path)?;
+    let mut em = Emitter {
+        dedup: Dedup::load(catalog, pending.clone())?,
+        idkey: ctx.dedup_key.chunk_id_key(),
+        blob_target,
+        jobs,
+        raw_pool,
+        data: Run {
+            raw: Vec::with_capacity(blob_target + max),
+            chunks: Vec::new(),
+        },
+        list: Run {
+            raw: Vec::with_capacity(blob_target + max),
+            chunks: Vec::new(),
+        },
+    };
+    let mut stats = ChunkStats::default();
+    let mut list_buf: Vec<u8> = LIST_HEADER.to_vec();
+
+    let input = source.reader();
+    let mut buf = vec![0u8; READ_BUF.max(2 * max)];
+    let (mut start, mut end, mut eof) = (0usize, 0usize, false);
+    loop {
+        if !eof && end - start < max {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+            while end < buf.len() {
+                match input.read(&mut buf[end..]) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        end += n;
+                        stats.raw_size += n as u64;
+                        progress.advance(n as u64);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        return Err(Error::Source {
+                            what: "the input".into(),
+                            detail: e.to_string(),
+                        })
+                    }
+                }
+            }
+        }
+        let Some(n) = chunker.next_cut(&buf[start..end], eof) else {
+            if eof {
+                break;
+            }
+            continue;
+        };
+        let (id, new) = em.chunk(&buf[start..start + n], ChunkKind::Data)?;
+        if new {
+            stats.new_chunks += 1;
+        } else {
+            stats.reused_chunks += 1;
+        }
+        stats.chunk_count += 1;
+        chunklist::encode_entry(&id, n as u32, &mut list_buf);
+        start += n;
+        if list_buf.len() >= 4 * max {
+            cut_list(&chunker, &mut em, &mut list_buf, false, &mut stats.list_ids)?;
+        }
+    }
+    em.flush(ChunkKind::Data)?;
+    cut_list(&chunker, &mut em, &mut list_buf, true, &mut stats.list_ids)?;
+    em.flush(ChunkKind::List)?;
+    Ok(stats)
+}
+
+/// Cuts the serialized chunk list with the same chunker, so that unchanged
+/// stretches of a stream give unchanged (deduplicated) list chunks.
+fn cut_list(
+    chunker: &Chunker,
+    em: &mut Emitter,
+    list_buf: &mut Vec<u8>,
+    eof: bool,
+    ids: &mut Vec<ChunkId>,
+) -> Result<()> {
+    let mut pos = 0;
+    while let Some(n) = chunker.next_cut(&list_buf[pos..], eof) {
+        let (id, _) = em.chunk(&list_buf[pos..pos + n], ChunkKind::List)?;
+        ids.push(id);
+        pos += n;
+    }
+    list_buf.drain(..pos);
+    Ok(())
+}
+
+fn compressor(
+    level: i32,
+    jobs: Receiver<BlobJob>,
+    out: Sender<Result<SealedBlob>>,
+    raw_pool: Sender<Vec<u8>>,
+    stored_pool: Receiver<Vec<u8>>,
+) {
+    let mut enc = match BlobEncoder::new(level) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = out.send(Err(e.into()));
+            return;
+        }
+    };
+    for mut job in jobs {
+        let mut stored = stored_pool.try_recv().unwrap_or_default();
+        let r = enc.encode(&job.raw, &mut stored).map(|codec| SealedBlob {
+            kind: job.kind,
+            codec,
+            stored,
+            chunks: std::mem::take(&mut job.chunks),
+        });
+        job.raw.clear();
+        let _ = raw_pool.send(job.raw);
+        if out.send(r.map_err(Error::from)).is_err() {
+            return;
+        }
+    }
+}
+
+type SpoolWriter = BufWriter<tempfile::NamedTempFile>;
+
+struct Packer<'a> {
+    ctx: &'a BackupContext,
+    catalog: Catalog,
+    pending: &'a Pending,
+    progress: &'a dyn Progress,
+    stats: PackerStats,
+}
+
+impl Packer<'_> {
+    fn open_pack(&self) -> Result<PackWriter<SpoolWriter>> {
+        let dir = self
+            .ctx
+            .tier
+            .spool_dir()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_else(std::env::temp_dir);
+        let f = tempfile::Builder::new()
+            .prefix("pack-")
+            .tempfile_in(&dir)
+            .map_err(|e| Error::Output {
+                what: format!("pack spool in {}", dir.display()),
+                source: e,
+            })?;
+        Ok(PackWriter::new(
+            &self.ctx.recipients,
+            BufWriter::with_capacity(1 << 20, f),
+        )?)
+    }
+
+    /// Seals, stores and records a pack; then its chunks leave `pending`.
+    fn finish_pack(&mut self, w: PackWriter<SpoolWriter>) -> Result<()> {
+        let done = w.finish()?;
+        let spool = done.writer.into_inner().map_err(|e| Error::Output {
+            what: "pack spool".into(),
+            source: e.into_error(),
+        })?;
+        spool.as_file().sync_data().map_err(|e| Error::Output {
+            what: "pack spool".into(),
+            source: e,
+        })?;
+        self.progress.event(&Event::PackSealed {
+            id: done.id,
+            size: done.size,
+        });
+        self.ctx
+            .tier
+            .put_file(&keys::pack(&done.id), spool.path())?;
+        self.catalog.insert_pack(
+            &done.id,
+            done.size,
+            &done.index,
+            self.ctx.tier.name(),
+            CopyState::Present,
+        )?;
+        {
+            let mut p = self.pending.lock().expect("pending set lock");
+            for b in &done.index.blobs {
+                for (id, _) in &b.chunks {
+                    p.remove(id);
+                }
+            }
+        }
+        self.stats.packs += 1;
+        self.progress.event(&Event::PackStored {
+            id: done.id,
+            tier: self.ctx.tier.name().to_string(),
+        });
+        Ok(())
+    }
+}
+
+fn packer(
+    ctx: &BackupContext,
+    blobs: Receiver<Result<SealedBlob>>,
+    stored_pool: Sender<Vec<u8>>,
+    pending: &Pending,
+    abort: &AtomicBool,
+    progress: &dyn Progress,
+) -> Result<PackerStats> {
+    let mut p = Packer {
+        ctx,
+        catalog: Catalog::open(&ctx.catalog_path)?,
+        pending,
+        progress,
+        stats: PackerStats::default(),
+    };
+    let mut current: Option<PackWriter<SpoolWriter>> = None;
+    for blob in blobs {
+        let blob = blob?;
+        if current.is_none() {
+            current = Some(p.open_pack()?);
+        }
+        let w = current.as_mut().expect("just opened");
+        w.add_blob(blob.codec, blob.kind, &blob.stored, blob.chunks)?;
+        p.stats.stored += blob.stored.len() as u64;
+        let _ = stored_pool.send(blob.stored);
+        if w.len() >= ctx.config.pack.target_size {
+            let w = current.take().expect("open pack");
+            p.finish_pack(w)?;
+        }
+    }
+    if abort.load(Ordering::SeqCst) {
+        // The input failed: the open pack's spool file is dropped (deleted).
+        return Ok(p.stats);
+    }
+    if let Some(w) = current.take() {
+        p.finish_pack(w)?;
+    }
+    Ok(p.stats)
+}

@@ -1,0 +1,30 @@
+//! The streaming pipelines.
+//!
+//! Backup (push, stage by stage, bounded queues between them):
+//!
+//! ```text
+//!  reader+chunker+hasher+dedup ──blob jobs──▶ N compressors ──blobs──▶ packer ──▶ tier + catalog
+//!        (caller's thread)        bounded       (zstd)         bounded  (age, spool, link, commit)
+//! ```
+//!
+//! Restore (planner resolves chunk locations, workers fetch/open/decode/verify
+//! blobs in parallel, the writer restores order):
+//!
+//! ```text
+//!  planner ──tasks──▶ N workers ──results──▶ writer (reorders, writes)
+//! ```
+//!
+//! Buffers are recycled through pools, so the hot path allocates nothing per
+//! chunk, and every queue is bounded, so memory does not grow with the input.
+
+pub mod backup;
+pub mod dedup;
+pub mod restore;
+
+/// Worker threads for CPU-bound stages.
+pub fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 16)
+}

@@ -1,0 +1,465 @@
+//! The restore pipeline: plan, fetch, open, verify, write in order.
+//!
+//! The planner decodes the snapshot's chunk list (itself stored as chunks)
+//! and resolves each chunk to a blob through the catalog, grouping
+//! consecutive chunks of one blob into a task. Workers fetch and decode blobs
+//! in parallel and check *every* chunk's keyed hash; the writer puts results
+//! back in order. A permit channel bounds the tasks in flight, so memory
+//! stays flat however large the snapshot.
+//!
+//! Each blob is read from the first tier that yields it intact; a missing
+//! or damaged copy is reported and the next tier is tried. Only when every
+//! tier fails does the restore stop, with an error naming the pack, the
+//! tiers and the snapshot. The caller never gets a silently short stream:
+//! the total length and chunk count are checked against the manifest.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use serde::Serialize;
+use vault_format::blob::{BlobDecoder, Codec};
+use vault_format::chunklist::ChunkListDecoder;
+use vault_format::keys::{ChunkIdKey, Identity};
+use vault_format::manifest::Manifest;
+use vault_format::pack::PackReader;
+use vault_format::{ChunkId, FormatError, PackId, SnapshotId};
+
+use crate::catalog::{Catalog, ChunkLocation};
+use crate::error::{Error, Result};
+use crate::progress::{Event, Progress};
+use crate::tier::{keys, ReadSeek, Tier};
+
+/// What reading needs: the identity and the tiers.
+pub struct ReadContext {
+    /// Tiers, in the order to try them.
+    pub tiers: Vec<Arc<dyn Tier>>,
+    /// Catalog file.
+    pub catalog_path: PathBuf,
+    /// The age identity.
+    pub identity: Arc<Identity>,
+    /// Chunk-id key (to verify every chunk).
+    pub idkey: ChunkIdKey,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+/// Result of a restore (`--json` of `coffer restore`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// Snapshot id.
+    pub id: SnapshotId,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Chunks written (each verified).
+    pub chunks: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+#[derive(Clone)]
+struct BlobLoc {
+    pack: PackId,
+    blob: i64,
+    offset: u64,
+    stored_len: u32,
+    raw_len: u32,
+    codec: Codec,
+}
+
+impl BlobLoc {
+    fn of(l: &ChunkLocation) -> Self {
+        BlobLoc {
+            pack: l.pack,
+            blob: l.blob,
+            offset: l.blob_offset,
+            stored_len: l.stored_len,
+            raw_len: l.raw_len,
+            codec: l.codec,
+        }
+    }
+
+    fn entry(&self) -> vault_format::pack::BlobEntry {
+        vault_format::pack::BlobEntry {
+            offset: self.offset,
+            stored_len: self.stored_len,
+            raw_len: self.raw_len,
+            codec: self.codec,
+            kind: vault_format::pack::ChunkKind::Data,
+            chunks: Vec::new(),
+        }
+    }
+}
+
+struct Task {
+    seq: u64,
+    loc: BlobLoc,
+    /// (offset in decoded blob, length, expected id)
+    extracts: Vec<(u32, u32, ChunkId)>,
+}
+
+/// Reads blobs from tiers, with fallback; keeps a few packs open and the
+/// last decoded blob.
+pub(crate) struct Fetcher<'a> {
+    ctx: &'a ReadContext,
+    snapshot: Option<SnapshotId>,
+    open: Vec<(PackId, usize, PackReader<Box<dyn ReadSeek>>)>,
+    decoder: BlobDecoder,
+    stored: Vec<u8>,
+    decoded: Vec<u8>,
+    decoded_blob: Option<i64>,
+    progress: &'a dyn Progress,
+}
+
+const OPEN_PACKS: usize = 4;
+
+impl<'a> Fetcher<'a> {
+    pub(crate) fn new(
+        ctx: &'a ReadContext,
+        snapshot: Option<SnapshotId>,
+        progress: &'a dyn Progress,
+    ) -> Result<Self> {
+        Ok(Fetcher {
+            ctx,
+            snapshot,
+            open: Vec::new(),
+            decoder: BlobDecoder::new()?,
+            stored: Vec::new(),
+            decoded: Vec::new(),
+            decoded_blob: None,
+            progress,
+        })
+    }
+
+    fn try_tier(
+        &mut self,
+        ti: usize,
+        loc: &BlobLoc,
+        extracts: &[(u32, u32, ChunkId)],
+    ) -> std::result::Result<(), String> {
+        let pos = self
+            .open
+            .iter()
+            .position(|(p, t, _)| *p == loc.pack && *t == ti);
+        let idx = match pos {
+            Some(i) => i,
+            None => {
+                let tier = &self.ctx.tiers[ti];
+                let src = tier.open(&keys::pack(&loc.pack)).map_err(|e| {
+                    if e.is_not_found() {
+                        "missing".to_string()
+                    } else {
+                        e.to_string()
+                    }
+                })?;
+                let r = PackReader::open(&self.ctx.identity, src).map_err(describe)?;
+                if self.open.len() >= OPEN_PACKS {
+                    self.open.remove(0);
+                }
+                self.open.push((loc.pack, ti, r));
+                self.open.len() - 1
+            }
+        };
+        let reader = &mut self.open[idx].2;
+        let res = reader
+            .read_blob(&loc.entry(), &mut self.stored)
+            .and_then(|_| {
+                self.decoder.decode(
+                    loc.codec,
+                    &self.stored,
+                    loc.raw_len as usize,
+                    &mut self.decoded,
+                )
+            });
+        if let Err(e) = res {
+            self.open.remove(idx);
+            self.decoded_blob = None;
+            return Err(describe(e));
+        }
+        self.decoded_blob = Some(loc.blob);
+        self.check(extracts)
+    }
+
+    fn check(&self, extracts: &[(u32, u32, ChunkId)]) -> std::result::Result<(), String> {
+        for (off, len, id) in extracts {
+            let (off, len) = (*off as usize, *len as usize);
+            let Some(bytes) = self.decoded.get(off..off + len) else {
+                return Err("corrupt (chunk outside its blob)".into());
+            };
+            if self.ctx.idkey.id(bytes) != *id {
+                return Err(format!(
+                    "corrupt (chunk {} fails its hash check)",
+                    &id.to_hex()[..16]
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `self.decoded` the decoded blob, with every extract verified.
+    fn load(&mut self, loc: &BlobLoc, extracts: &[(u32, u32, ChunkId)]) -> Result<()> {
+        if self.decoded_blob == Some(loc.blob) && self.check(extracts).is_ok() {
+            return Ok(());
+        }
+        let mut problems = Vec::new();
+        for ti in 0..self.ctx.tiers.len() {
+            match self.try_tier(ti, loc, extracts) {
+                Ok(()) => {
+                    if !problems.is_empty() {
+                        self.progress.event(&Event::Warning(format!(
+                            "pack {} was {}; read it from tier {} instead",
+                            loc.pack,
+                            problems.join(", "),
+                            self.ctx.tiers[ti].name()
+                        )));
+                    }
+                    return Ok(());
+                }
+                Err(p) => problems.push(format!("{} in tier {}", p, self.ctx.tiers[ti].name())),
+            }
+        }
+        self.decoded_blob = None;
+        Err(Error::Integrity {
+            problem: format!("cannot read blob: {}", problems.join("; ")),
+            pack: loc.pack.to_hex(),
+            tier: self
+                .ctx
+                .tiers
+                .iter()
+                .map(|t| t.name())
+                .collect::<Vec<_>>()
+                .join(","),
+            snapshot: self.snapshot.map(|s| s.to_hex()),
+        })
+    }
+
+    /// Appends the verified extracts to `out`.
+    fn extract(
+        &mut self,
+        loc: &BlobLoc,
+        extracts: &[(u32, u32, ChunkId)],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        self.load(loc, extracts)?;
+        for (off, len, _) in extracts {
+            out.extend_from_slice(&self.decoded[*off as usize..(*off + *len) as usize]);
+        }
+        Ok(())
+    }
+
+    /// One chunk by id (list chunks), verified.
+    pub(crate) fn chunk(
+        &mut self,
+        catalog: &Catalog,
+        id: &ChunkId,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let loc = catalog
+            .chunk_location(id)?
+            .ok_or_else(|| missing_chunk(id, self.snapshot))?;
+        self.extract(&BlobLoc::of(&loc), &[(loc.offset, loc.length, *id)], out)
+    }
+}
+
+fn describe(e: FormatError) -> String {
+    match e {
+        FormatError::Truncated { .. } => "truncated".into(),
+        FormatError::Decrypt { .. } => {
+            "corrupt (fails authentication) or sealed to another key".into()
+        }
+        other => format!("unreadable ({other})"),
+    }
+}
+
+fn missing_chunk(id: &ChunkId, snapshot: Option<SnapshotId>) -> Error {
+    Error::Integrity {
+        problem: format!("chunk {} is not in the catalog", &id.to_hex()[..16]),
+        pack: "(unknown)".into(),
+        tier: "catalog".into(),
+        snapshot: snapshot.map(|s| s.to_hex()),
+    }
+}
+
+/// Restores a snapshot's stream into `out`.
+///
+/// # Errors
+/// [`Error::Integrity`] naming pack, tiers and snapshot when data is missing
+/// or damaged in every tier; [`Error::Output`] when writing fails.
+pub fn run(
+    ctx: &ReadContext,
+    manifest: &Manifest,
+    out: &mut dyn Write,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let threads = ctx.threads.max(1);
+    let limit = threads * 4;
+    let sid = manifest.id;
+
+    let (written, planned) = std::thread::scope(|s| -> Result<(u64, Result<(u64, u64)>)> {
+        let (task_tx, task_rx) = bounded::<Task>(threads * 2);
+        let (res_tx, res_rx) = bounded::<(u64, Result<Vec<u8>>)>(limit);
+        let (permit_tx, permit_rx) = bounded::<()>(limit);
+        for i in 0..threads {
+            let (task_rx, res_tx) = (task_rx.clone(), res_tx.clone());
+            std::thread::Builder::new()
+                .name(format!("restore-{i}"))
+                .spawn_scoped(s, move || worker(ctx, sid, task_rx, res_tx, progress))
+                .expect("spawn restore worker");
+        }
+        drop((task_rx, res_tx));
+        let planner = std::thread::Builder::new()
+            .name("planner".into())
+            .spawn_scoped(s, move || plan(ctx, manifest, task_tx, permit_tx, progress))
+            .expect("spawn planner");
+
+        let mut held: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        let mut next = 0u64;
+        let mut written = 0u64;
+        for (seq, r) in res_rx.iter() {
+            held.insert(seq, r?);
+            while let Some(buf) = held.remove(&next) {
+                out.write_all(&buf).map_err(|e| Error::Output {
+                    what: "restore output".into(),
+                    source: e,
+                })?;
+                written += buf.len() as u64;
+                progress.advance(buf.len() as u64);
+                next += 1;
+                let _ = permit_rx.recv();
+            }
+        }
+        let planned = planner
+            .join()
+            .unwrap_or_else(|_| Err(missing_chunk(&ChunkId([0; 32]), Some(sid))));
+        Ok((written, planned))
+    })?;
+    let (chunks, bytes) = planned?;
+    out.flush().map_err(|e| Error::Output {
+        what: "restore output".into(),
+        source: e,
+    })?;
+    if bytes != manifest.raw_size || written != bytes || chunks != manifest.chunk_count {
+        return Err(Error::Integrity {
+            problem: format!(
+                "restored {written} bytes in {chunks} chunks, but the manifest says {} bytes in {} chunks",
+                manifest.raw_size, manifest.chunk_count
+            ),
+            pack: "(chunk list)".into(),
+            tier: "catalog".into(),
+            snapshot: Some(sid.to_hex()),
+        });
+    }
+    Ok(RestoreReport {
+        id: sid,
+        bytes: written,
+        chunks,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn worker(
+    ctx: &ReadContext,
+    sid: SnapshotId,
+    tasks: Receiver<Task>,
+    results: Sender<(u64, Result<Vec<u8>>)>,
+    progress: &dyn Progress,
+) {
+    let mut fetcher = match Fetcher::new(ctx, Some(sid), progress) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = results.send((0, Err(e)));
+            return;
+        }
+    };
+    for t in tasks {
+        let mut out = Vec::with_capacity(t.extracts.iter().map(|e| e.1 as usize).sum());
+        let r = fetcher.extract(&t.loc, &t.extracts, &mut out).map(|_| out);
+        let failed = r.is_err();
+        if results.send((t.seq, r)).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Largest output of one task: bounds memory when one blob is referenced
+/// many times in a row (e.g. a run of zero pages).
+const MAX_TASK_BYTES: usize = 4 * 1024 * 1024;
+
+fn plan(
+    ctx: &ReadContext,
+    manifest: &Manifest,
+    tasks: Sender<Task>,
+    permits: Sender<()>,
+    progress: &dyn Progress,
+) -> Result<(u64, u64)> {
+    let catalog = Catalog::open(&ctx.catalog_path)?;
+    let mut fetcher = Fetcher::new(ctx, Some(manifest.id), progress)?;
+    let mut decoder = ChunkListDecoder::new();
+    let mut seq = 0u64;
+    let mut current: Option<(Task, usize)> = None;
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let mut list_chunk = Vec::new();
+    let send = |t: Task| -> Result<()> {
+        permits.send(()).map_err(|_| closed())?;
+        tasks.send(t).map_err(|_| closed())
+    };
+    for list_id in &manifest.chunk_list {
+        list_chunk.clear();
+        fetcher.chunk(&catalog, list_id, &mut list_chunk)?;
+        decoder.push::<Error>(&list_chunk, |id, len| {
+            let loc = catalog
+                .chunk_location(&id)?
+                .ok_or_else(|| missing_chunk(&id, Some(manifest.id)))?;
+            if loc.length != len {
+                return Err(Error::Integrity {
+                    problem: format!(
+                        "chunk {} has length {} in the catalog but {len} in the chunk list",
+                        &id.to_hex()[..16],
+                        loc.length
+                    ),
+                    pack: loc.pack.to_hex(),
+                    tier: "catalog".into(),
+                    snapshot: Some(manifest.id.to_hex()),
+                });
+            }
+            count += 1;
+            bytes += u64::from(len);
+            match &mut current {
+                Some((t, size))
+                    if t.loc.blob == loc.blob && *size + len as usize <= MAX_TASK_BYTES =>
+                {
+                    t.extracts.push((loc.offset, len, id));
+                    *size += len as usize;
+                }
+                _ => {
+                    let task = Task {
+                        seq,
+                        loc: BlobLoc::of(&loc),
+                        extracts: vec![(loc.offset, len, id)],
+                    };
+                    seq += 1;
+                    if let Some((t, _)) = current.replace((task, len as usize)) {
+                        send(t)?;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
+    decoder.finish()?;
+    if let Some((t, _)) = current.take() {
+        send(t)?;
+    }
+    Ok((count, bytes))
+}
+
+fn closed() -> Error {
+    Error::Output {
+        what: "restore pipeline".into(),
+        source: std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the writer stopped"),
+    }
+}

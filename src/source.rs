@@ -1,0 +1,224 @@
+//! Sources: what produces a backup stream.
+//!
+//! A [`Source`] is a reader plus a `finish` check that runs after the stream
+//! ended and *before* anything is committed: a tar writer that failed half
+//! way, or (later) a pg_dump that exited non-zero, must never become a
+//! snapshot, even though its output looked like a clean end of stream.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use vault_format::manifest::kinds;
+
+use crate::error::{Error, Result};
+
+/// A stream to back up.
+pub trait Source: Send {
+    /// Snapshot kind (see `vault_format::manifest::kinds`).
+    fn kind(&self) -> &str;
+    /// The stream.
+    fn reader(&mut self) -> &mut (dyn Read + Send);
+    /// Called once the stream hit EOF: confirms the producer succeeded and
+    /// returns facts to record in the manifest.
+    ///
+    /// # Errors
+    /// [`Error::Source`] when the producer failed.
+    fn finish(&mut self) -> Result<serde_json::Map<String, serde_json::Value>>;
+}
+
+/// A regular file.
+pub struct FileSource {
+    path: PathBuf,
+    file: File,
+}
+
+impl FileSource {
+    /// Opens a file.
+    ///
+    /// # Errors
+    /// [`Error::Source`] when it cannot be opened.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::Source {
+            what: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        Ok(FileSource {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+}
+
+impl Source for FileSource {
+    fn kind(&self) -> &str {
+        kinds::FILE
+    }
+    fn reader(&mut self) -> &mut (dyn Read + Send) {
+        &mut self.file
+    }
+    fn finish(&mut self) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let mut m = serde_json::Map::new();
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        m.insert("file_name".into(), name.into());
+        m.insert(
+            "path".into(),
+            crate::settings::absolute(&self.path)
+                .display()
+                .to_string()
+                .into(),
+        );
+        Ok(m)
+    }
+}
+
+/// Standard input.
+pub struct StdinSource {
+    stdin: io::Stdin,
+}
+
+impl StdinSource {
+    /// Wraps this process's standard input.
+    pub fn new() -> Self {
+        StdinSource { stdin: io::stdin() }
+    }
+}
+
+impl Default for StdinSource {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Source for StdinSource {
+    fn kind(&self) -> &str {
+        kinds::STDIN
+    }
+    fn reader(&mut self) -> &mut (dyn Read + Send) {
+        &mut self.stdin
+    }
+    fn finish(&mut self) -> Result<serde_json::Map<String, serde_json::Value>> {
+        Ok(serde_json::Map::new())
+    }
+}
+
+/// A directory, streamed as a tar archive by a writer thread (this is how
+/// Docker volumes are backed up). Ownership, modes and mtimes are kept;
+/// symlinks are stored as links, not followed.
+pub struct TarSource {
+    dir: PathBuf,
+    reader: io::PipeReader,
+    writer: Option<JoinHandle<io::Result<u64>>>,
+}
+
+impl TarSource {
+    /// Starts archiving `dir`.
+    ///
+    /// # Errors
+    /// [`Error::Source`] when `dir` is not a readable directory.
+    pub fn start(dir: &Path) -> Result<Self> {
+        let src_err = |e: io::Error| Error::Source {
+            what: dir.display().to_string(),
+            detail: e.to_string(),
+        };
+        std::fs::read_dir(dir).map_err(src_err)?;
+        let (reader, writer) = io::pipe().map_err(src_err)?;
+        let root = dir.to_path_buf();
+        let handle = std::thread::Builder::new()
+            .name("tar".into())
+            .spawn(move || -> io::Result<u64> {
+                let mut b = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, writer));
+                b.follow_symlinks(false);
+                b.mode(tar::HeaderMode::Complete);
+                append_sorted(&mut b, &root, Path::new(""))?;
+                let mut w = b.into_inner()?;
+                io::Write::flush(&mut w)?;
+                Ok(0)
+            })
+            .map_err(src_err)?;
+        Ok(TarSource {
+            dir: dir.to_path_buf(),
+            reader,
+            writer: Some(handle),
+        })
+    }
+}
+
+/// Appends a tree in name order, so that unchanged trees give identical tar
+/// streams night after night (directory order on disk is not stable).
+fn append_sorted<W: io::Write>(b: &mut tar::Builder<W>, root: &Path, rel: &Path) -> io::Result<()> {
+    let dir = root.join(rel);
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let rel_path = rel.join(e.file_name());
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            b.append_dir(&rel_path, e.path())?;
+            append_sorted(b, root, &rel_path)?;
+        } else {
+            b.append_path_with_name(e.path(), &rel_path)?;
+        }
+    }
+    Ok(())
+}
+
+impl Source for TarSource {
+    fn kind(&self) -> &str {
+        kinds::TAR
+    }
+    fn reader(&mut self) -> &mut (dyn Read + Send) {
+        &mut self.reader
+    }
+    fn finish(&mut self) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let h = self.writer.take().expect("finish is called once");
+        let what = self.dir.display().to_string();
+        match h.join() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(Error::Source {
+                    what,
+                    detail: format!("archiving failed: {e}"),
+                })
+            }
+            Err(_) => {
+                return Err(Error::Source {
+                    what,
+                    detail: "the archiving thread panicked".into(),
+                })
+            }
+        }
+        let mut m = serde_json::Map::new();
+        m.insert(
+            "path".into(),
+            crate::settings::absolute(&self.dir)
+                .display()
+                .to_string()
+                .into(),
+        );
+        m.insert("format".into(), "tar".into());
+        Ok(m)
+    }
+}
+
+/// Opens `arg` as a source: `-` is stdin, a directory is a tar stream,
+/// anything else a file.
+///
+/// # Errors
+/// [`Error::Source`] when it cannot be opened.
+pub fn open(arg: &str) -> Result<Box<dyn Source>> {
+    if arg == "-" {
+        return Ok(Box::new(StdinSource::new()));
+    }
+    let p = Path::new(arg);
+    if p.is_dir() {
+        Ok(Box::new(TarSource::start(p)?))
+    } else {
+        Ok(Box::new(FileSource::open(p)?))
+    }
+}

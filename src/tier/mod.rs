@@ -1,0 +1,134 @@
+//! Tiers: where vault objects live.
+//!
+//! The [`Tier`] trait is deliberately small so that a local directory, S3, an
+//! in-memory store for tests and fault-injecting wrappers are each a page.
+//!
+//! Contract every implementation keeps:
+//! - Objects are immutable. `put_*` creates an object only if it is absent and
+//!   never overwrites: a second put of the same key returns
+//!   [`Put::AlreadyExisted`] and leaves the first bytes in place. (Keys are
+//!   content addresses or random ids, so equal keys mean equal bytes.)
+//! - When `put_*` returns, the object is durable (for a local directory:
+//!   data and directory entry fsynced).
+//! - A missing object is [`TierError::NotFound`], never an empty read.
+//! - `list` returns every object under a prefix (no pagination leaks out).
+
+pub mod fault;
+pub mod keys;
+pub mod local;
+
+use std::io::{Read, Seek};
+use std::path::Path;
+
+use thiserror::Error;
+
+/// Outcome of a put-if-absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    /// The object was written.
+    Created,
+    /// An object with that key was already there; nothing was written.
+    AlreadyExisted,
+}
+
+/// One object in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Full key, e.g. `packs/ab/ab12...`.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A readable, seekable object body.
+pub trait ReadSeek: Read + Seek + Send {}
+impl<T: Read + Seek + Send> ReadSeek for T {}
+
+/// What went wrong talking to a tier. Every variant names the tier and, where
+/// there is one, the object.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TierError {
+    /// The object does not exist.
+    #[error("{key} is missing from tier {tier}")]
+    NotFound { tier: String, key: String },
+    /// Local I/O failed.
+    #[error("tier {tier}: {op} {key}: {source}")]
+    Io {
+        tier: String,
+        op: &'static str,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The tier refused or failed the request (network, permissions, ...).
+    #[error("tier {tier}: {op} {key} failed: {detail}")]
+    Remote {
+        tier: String,
+        op: &'static str,
+        key: String,
+        detail: String,
+    },
+}
+
+impl TierError {
+    /// True when the object is simply absent.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, TierError::NotFound { .. })
+    }
+}
+
+/// A place that stores vault objects. See the module docs for the contract.
+pub trait Tier: Send + Sync {
+    /// Short name used in the catalog and in messages (`local`, `s3`).
+    fn name(&self) -> &str;
+
+    /// Stores `data` under `key` unless an object is already there.
+    ///
+    /// # Errors
+    /// When the object could not be made durable.
+    fn put_bytes(&self, key: &str, data: &[u8]) -> Result<Put, TierError>;
+
+    /// Stores the complete file at `path` under `key` unless already there.
+    /// The file is not modified; the caller removes it afterwards.
+    ///
+    /// # Errors
+    /// When the object could not be made durable.
+    fn put_file(&self, key: &str, path: &Path) -> Result<Put, TierError>;
+
+    /// Reads a whole object (small objects: config, manifests).
+    ///
+    /// # Errors
+    /// [`TierError::NotFound`] when absent.
+    fn get(&self, key: &str) -> Result<Vec<u8>, TierError>;
+
+    /// Opens an object for streaming, seekable reads (packs).
+    ///
+    /// # Errors
+    /// [`TierError::NotFound`] when absent.
+    fn open(&self, key: &str) -> Result<Box<dyn ReadSeek>, TierError>;
+
+    /// Size of an object, or `None` when absent.
+    ///
+    /// # Errors
+    /// When the tier cannot be asked.
+    fn head(&self, key: &str) -> Result<Option<u64>, TierError>;
+
+    /// Every object whose key starts with `prefix`.
+    ///
+    /// # Errors
+    /// When the tier cannot be listed.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, TierError>;
+
+    /// Removes an object; removing an absent object is not an error.
+    ///
+    /// # Errors
+    /// When the tier refuses.
+    fn delete(&self, key: &str) -> Result<(), TierError>;
+
+    /// A directory on the same filesystem where packs can be spooled while
+    /// they are sealed, so that storing them is a link, not a copy.
+    fn spool_dir(&self) -> Option<&Path> {
+        None
+    }
+}

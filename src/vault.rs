@@ -1,0 +1,121 @@
+//! An opened vault: settings, the tier config, the tiers and the catalog.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use vault_format::config::VaultConfig;
+use vault_format::keys::{DedupKey, Identity};
+
+use crate::catalog::Catalog;
+use crate::error::{Error, Result};
+use crate::keyfiles::{self, PushKey};
+use crate::settings::Settings;
+use crate::tier::local::LocalTier;
+use crate::tier::{keys, Tier};
+
+/// An opened vault.
+pub struct Vault {
+    /// The settings file's contents.
+    pub settings: Settings,
+    /// Where the settings came from.
+    pub settings_path: PathBuf,
+    /// The vault config read from the primary tier.
+    pub config: VaultConfig,
+    /// The local tier (primary: backups complete here first).
+    pub local: Arc<LocalTier>,
+}
+
+impl Vault {
+    /// Opens the vault a settings file describes.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the settings or the tier's config are missing or
+    /// belong to different vaults.
+    pub fn open(settings_path: &Path) -> Result<Self> {
+        let settings = Settings::load(settings_path)?;
+        let local = LocalTier::open("local", &settings.local.path).map_err(|_| {
+            Error::Config(format!(
+                "no vault at {} (named in {}); restore the directory or run `coffer init`",
+                settings.local.path.display(),
+                settings_path.display()
+            ))
+        })?;
+        let config = VaultConfig::decode(&local.get(keys::CONFIG)?)?;
+        if config.vault_id.to_hex() != settings.vault_id {
+            return Err(Error::Config(format!(
+                "{} holds vault {}, but {} names vault {}",
+                settings.local.path.display(),
+                config.vault_id,
+                settings_path.display(),
+                settings.vault_id
+            )));
+        }
+        Ok(Vault {
+            settings,
+            settings_path: settings_path.to_path_buf(),
+            config,
+            local: Arc::new(local),
+        })
+    }
+
+    /// Tiers in the order reads try them.
+    pub fn tiers(&self) -> Vec<Arc<dyn Tier>> {
+        vec![self.local.clone() as Arc<dyn Tier>]
+    }
+
+    /// The tier backups complete on.
+    pub fn primary(&self) -> Arc<dyn Tier> {
+        self.local.clone()
+    }
+
+    /// Opens the catalog (creating it if absent) and checks it is this vault's.
+    ///
+    /// # Errors
+    /// Catalog errors.
+    pub fn catalog(&self) -> Result<Catalog> {
+        let c = Catalog::open(&self.settings.catalog)?;
+        c.bind_vault(&self.settings.vault_id)?;
+        Ok(c)
+    }
+
+    /// The push key, checked against this vault.
+    ///
+    /// # Errors
+    /// [`Error::Key`].
+    pub fn push_key(&self) -> Result<PushKey> {
+        let k = PushKey::load(&self.settings.push_key)?;
+        if k.vault_id != self.settings.vault_id {
+            return Err(Error::Key(format!(
+                "push key {} is for vault {}, not {}",
+                self.settings.push_key.display(),
+                k.vault_id,
+                self.settings.vault_id
+            )));
+        }
+        Ok(k)
+    }
+
+    /// Loads the identity for `operation` and checks it opens this vault;
+    /// returns it with the dedup key it unsealed.
+    ///
+    /// # Errors
+    /// [`Error::Key`] when absent or not one of the vault's recipients.
+    pub fn identity(
+        &self,
+        explicit: Option<&Path>,
+        operation: &str,
+    ) -> Result<(Identity, DedupKey)> {
+        let path = keyfiles::identity_path(explicit, self.settings.identity.as_deref());
+        let identity = keyfiles::load_identity(path.as_deref(), operation)?;
+        let key = self.config.open_dedup_key(&identity).map_err(|_| {
+            Error::Key(format!(
+                "the identity {} does not open vault {} (it is not one of its recipients)",
+                path.as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                self.config.vault_id
+            ))
+        })?;
+        Ok((identity, key))
+    }
+}
