@@ -33,7 +33,10 @@ impl Codec {
         match t {
             0 => Ok(Codec::Raw),
             1 => Ok(Codec::Zstd),
-            _ => Err(FormatError::corrupt("pack index", format!("unknown blob codec {t}"))),
+            _ => Err(FormatError::corrupt(
+                "pack index",
+                format!("unknown blob codec {t}"),
+            )),
         }
     }
 }
@@ -151,9 +154,12 @@ mod tests {
         assert_eq!(enc.encode(&text, &mut out).unwrap(), Codec::Zstd);
         assert!(out.len() < text.len() / 10);
         let mut back = Vec::new();
-        dec.decode(Codec::Zstd, &out, text.len(), &mut back).unwrap();
+        dec.decode(Codec::Zstd, &out, text.len(), &mut back)
+            .unwrap();
         assert_eq!(back, text);
-        assert!(dec.decode(Codec::Zstd, &out, text.len() + 1, &mut back).is_err());
+        assert!(dec
+            .decode(Codec::Zstd, &out, text.len() + 1, &mut back)
+            .is_err());
 
         let mut noisy = Vec::new();
         let mut x = 12345u64;

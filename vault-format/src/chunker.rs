@@ -203,7 +203,9 @@ mod tests {
         assert_eq!(whole.iter().sum::<usize>(), data.len());
         let avg = data.len() / whole.len();
         assert!((8_000..32_000).contains(&avg), "average chunk {avg}");
-        assert!(whole[..whole.len() - 1].iter().all(|&n| (4096..=65536).contains(&n)));
+        assert!(whole[..whole.len() - 1]
+            .iter()
+            .all(|&n| (4096..=65536).contains(&n)));
     }
 
     #[test]

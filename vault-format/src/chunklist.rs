@@ -142,7 +142,9 @@ mod tests {
     #[test]
     fn round_trip_in_pieces() {
         let mut buf = LIST_HEADER.to_vec();
-        let entries: Vec<_> = (0..100u32).map(|i| (ChunkId([i as u8; 32]), i + 1)).collect();
+        let entries: Vec<_> = (0..100u32)
+            .map(|i| (ChunkId([i as u8; 32]), i + 1))
+            .collect();
         for (id, len) in &entries {
             encode_entry(id, *len, &mut buf);
         }

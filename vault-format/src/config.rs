@@ -64,7 +64,8 @@ impl VaultConfig {
         key: &DedupKey,
     ) -> Result<Self> {
         chunker.validate()?;
-        let sealed = crate::seal::seal_armored(recipients, format!("{}\n", key.to_hex()).as_bytes())?;
+        let sealed =
+            crate::seal::seal_armored(recipients, format!("{}\n", key.to_hex()).as_bytes())?;
         Ok(VaultConfig {
             format: CONFIG_FORMAT.into(),
             version: CONFIG_VERSION,
@@ -98,7 +99,9 @@ impl VaultConfig {
         let v: serde_json::Value = serde_json::from_slice(bytes)
             .map_err(|e| FormatError::corrupt("vault config", e.to_string()))?;
         if v.get("format").and_then(|f| f.as_str()) != Some(CONFIG_FORMAT) {
-            return Err(FormatError::BadMagic { what: "vault config" });
+            return Err(FormatError::BadMagic {
+                what: "vault config",
+            });
         }
         let version = v.get("version").and_then(|f| f.as_u64()).unwrap_or(0);
         if version != CONFIG_VERSION {
@@ -115,7 +118,10 @@ impl VaultConfig {
             || c.pack.blob_target_size as usize > crate::blob::MAX_BLOB_RAW / 2
             || c.pack.target_size == 0
         {
-            return Err(FormatError::corrupt("vault config", "pack parameters out of range"));
+            return Err(FormatError::corrupt(
+                "vault config",
+                "pack parameters out of range",
+            ));
         }
         Recipients::parse(&c.recipients)?;
         Ok(c)
@@ -134,8 +140,10 @@ impl VaultConfig {
     /// # Errors
     /// [`FormatError::Decrypt`] when the identity is not one of the recipients.
     pub fn open_dedup_key(&self, identity: &Identity) -> Result<DedupKey> {
-        let pt = crate::seal::open_armored(identity, &self.dedup_key, "vault config dedup key", 256)?;
-        let s = std::str::from_utf8(&pt).map_err(|_| FormatError::corrupt("dedup key", "not text"))?;
+        let pt =
+            crate::seal::open_armored(identity, &self.dedup_key, "vault config dedup key", 256)?;
+        let s =
+            std::str::from_utf8(&pt).map_err(|_| FormatError::corrupt("dedup key", "not text"))?;
         s.parse()
     }
 }
@@ -169,6 +177,9 @@ mod tests {
             VaultConfig::decode(&serde_json::to_vec(&v).unwrap()),
             Err(FormatError::UnsupportedVersion { found: 9, .. })
         ));
-        assert!(matches!(VaultConfig::decode(b"{}"), Err(FormatError::BadMagic { .. })));
+        assert!(matches!(
+            VaultConfig::decode(b"{}"),
+            Err(FormatError::BadMagic { .. })
+        ));
     }
 }

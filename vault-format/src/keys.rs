@@ -156,12 +156,12 @@ impl Identity {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let key = line
-                .parse::<age::x25519::Identity>()
-                .map_err(|_| FormatError::InvalidKey {
-                    what: "age identity file",
-                    detail: format!("line {} is not an AGE-SECRET-KEY-1... key", n + 1),
-                })?;
+            let key =
+                line.parse::<age::x25519::Identity>()
+                    .map_err(|_| FormatError::InvalidKey {
+                        what: "age identity file",
+                        detail: format!("line {} is not an AGE-SECRET-KEY-1... key", n + 1),
+                    })?;
             keys.push(key);
         }
         if keys.is_empty() {
@@ -213,7 +213,10 @@ mod tests {
         assert_eq!(a, k.chunk_id_key().id(b"x"));
         assert_ne!(a, DedupKey::from_bytes([8; 32]).chunk_id_key().id(b"x"));
         assert_ne!(a.0, *blake3::hash(b"x").as_bytes());
-        assert_ne!(k.chunker_seed(), DedupKey::from_bytes([8; 32]).chunker_seed());
+        assert_ne!(
+            k.chunker_seed(),
+            DedupKey::from_bytes([8; 32]).chunker_seed()
+        );
     }
 
     #[test]
@@ -229,8 +232,13 @@ mod tests {
         let id = Identity::generate();
         let text = id.to_file_text("now");
         let back = Identity::parse(&text).unwrap();
-        assert_eq!(back.to_recipients().to_strings(), id.to_recipients().to_strings());
-        let err = Identity::parse("AGE-SECRET-KEY-1NOTAKEY\n").unwrap_err().to_string();
+        assert_eq!(
+            back.to_recipients().to_strings(),
+            id.to_recipients().to_strings()
+        );
+        let err = Identity::parse("AGE-SECRET-KEY-1NOTAKEY\n")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("NOTAKEY"), "{err}");
     }
 }

@@ -109,7 +109,12 @@ impl Manifest {
     /// # Errors
     /// See [`crate::seal::open`] and [`Manifest::decode`].
     pub fn open(identity: &Identity, sealed: &[u8]) -> Result<Self> {
-        Self::decode(&crate::seal::open(identity, sealed, "manifest", MAX_MANIFEST_LEN)?)
+        Self::decode(&crate::seal::open(
+            identity,
+            sealed,
+            "manifest",
+            MAX_MANIFEST_LEN,
+        )?)
     }
 }
 
@@ -152,7 +157,10 @@ mod tests {
         let mut v: serde_json::Value = serde_json::from_slice(&sample().encode()).unwrap();
         v["format"] = 2.into();
         let e = Manifest::decode(&serde_json::to_vec(&v).unwrap()).unwrap_err();
-        assert!(matches!(e, FormatError::UnsupportedVersion { found: 2, .. }), "{e}");
+        assert!(
+            matches!(e, FormatError::UnsupportedVersion { found: 2, .. }),
+            "{e}"
+        );
     }
 
     #[test]

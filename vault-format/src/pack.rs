@@ -73,7 +73,10 @@ impl ChunkKind {
         match t {
             0 => Ok(ChunkKind::Data),
             1 => Ok(ChunkKind::List),
-            _ => Err(FormatError::corrupt("pack index", format!("unknown chunk kind {t}"))),
+            _ => Err(FormatError::corrupt(
+                "pack index",
+                format!("unknown chunk kind {t}"),
+            )),
         }
     }
 }
@@ -201,7 +204,10 @@ impl PackIndex {
                 chunks.push((id, len));
             }
             if sum != u64::from(raw_len) {
-                return Err(FormatError::corrupt(W, "chunk lengths do not add up to the blob"));
+                return Err(FormatError::corrupt(
+                    W,
+                    "chunk lengths do not add up to the blob",
+                ));
             }
             blobs.push(BlobEntry {
                 offset,
@@ -214,10 +220,16 @@ impl PackIndex {
             offset += u64::from(stored_len);
         }
         if r.remaining() != 0 {
-            return Err(FormatError::corrupt(W, "trailing bytes after the last blob"));
+            return Err(FormatError::corrupt(
+                W,
+                "trailing bytes after the last blob",
+            ));
         }
         if offset != index_start {
-            return Err(FormatError::corrupt(W, "blobs do not end where the index starts"));
+            return Err(FormatError::corrupt(
+                W,
+                "blobs do not end where the index starts",
+            ));
         }
         Ok(PackIndex { blobs })
     }
@@ -244,7 +256,9 @@ impl<'a> Cursor<'a> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 }
 
@@ -268,7 +282,11 @@ impl<W: Write> HashingWriter<W> {
 
     /// The hash and length so far, and the inner writer.
     pub fn finish(self) -> (PackId, u64, W) {
-        (PackId(*self.hasher.finalize().as_bytes()), self.len, self.inner)
+        (
+            PackId(*self.hasher.finalize().as_bytes()),
+            self.len,
+            self.inner,
+        )
     }
 }
 
@@ -311,7 +329,8 @@ impl<W: Write> PackWriter<W> {
     /// When writing fails.
     pub fn new(recipients: &Recipients, out: W) -> Result<Self> {
         let mut out = crate::seal::seal_writer(recipients, HashingWriter::new(out))?;
-        out.write_all(&PACK_HEADER).map_err(FormatError::io("pack"))?;
+        out.write_all(&PACK_HEADER)
+            .map_err(FormatError::io("pack"))?;
         Ok(PackWriter {
             out,
             pos: HEADER_LEN,
@@ -350,7 +369,9 @@ impl<W: Write> PackWriter<W> {
         if codec == Codec::Raw && raw != stored.len() as u64 {
             return Err(FormatError::corrupt("new blob", "raw blob length mismatch"));
         }
-        self.out.write_all(stored).map_err(FormatError::io("pack"))?;
+        self.out
+            .write_all(stored)
+            .map_err(FormatError::io("pack"))?;
         self.index.blobs.push(BlobEntry {
             offset: self.pos,
             stored_len: stored.len() as u32,
@@ -373,7 +394,9 @@ impl<W: Write> PackWriter<W> {
         self.out
             .write_all(&(idx.len() as u32).to_le_bytes())
             .map_err(FormatError::io("pack"))?;
-        self.out.write_all(&PACK_TRAILER).map_err(FormatError::io("pack"))?;
+        self.out
+            .write_all(&PACK_TRAILER)
+            .map_err(FormatError::io("pack"))?;
         let hw = self.out.finish().map_err(FormatError::io("pack"))?;
         let (id, size, writer) = hw.finish();
         Ok(FinishedPack {
@@ -417,7 +440,9 @@ impl<R: Read + Seek> PackReader<R> {
         inner.read_exact(&mut tail).map_err(map)?;
         let index_len = u64::from(u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")));
         if tail[4..] != PACK_TRAILER {
-            return Err(FormatError::BadMagic { what: "pack trailer" });
+            return Err(FormatError::BadMagic {
+                what: "pack trailer",
+            });
         }
         if index_len > MAX_INDEX_LEN as u64 || index_len > end - HEADER_LEN - TAIL_LEN {
             return Err(FormatError::corrupt("pack index", "length out of range"));
@@ -475,14 +500,19 @@ pub fn parse_plaintext(pt: &[u8]) -> Result<PackIndex> {
     let end = pt.len();
     let tail = &pt[end - TAIL_LEN as usize..];
     if tail[4..] != PACK_TRAILER {
-        return Err(FormatError::BadMagic { what: "pack trailer" });
+        return Err(FormatError::BadMagic {
+            what: "pack trailer",
+        });
     }
     let index_len = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as usize;
     if index_len > end - (HEADER_LEN + TAIL_LEN) as usize {
         return Err(FormatError::corrupt("pack index", "length out of range"));
     }
     let index_start = end - TAIL_LEN as usize - index_len;
-    PackIndex::decode(&pt[index_start..end - TAIL_LEN as usize], index_start as u64)
+    PackIndex::decode(
+        &pt[index_start..end - TAIL_LEN as usize],
+        index_start as u64,
+    )
 }
 
 #[cfg(test)]
@@ -502,12 +532,19 @@ mod tests {
             let raw = [c1.clone(), c2.clone()].concat();
             let mut stored = Vec::new();
             let codec = enc.encode(&raw, &mut stored).unwrap();
-            let kind = if i == 2 { ChunkKind::List } else { ChunkKind::Data };
+            let kind = if i == 2 {
+                ChunkKind::List
+            } else {
+                ChunkKind::Data
+            };
             w.add_blob(
                 codec,
                 kind,
                 &stored,
-                vec![(key.id(&c1), c1.len() as u32), (key.id(&c2), c2.len() as u32)],
+                vec![
+                    (key.id(&c1), c1.len() as u32),
+                    (key.id(&c2), c2.len() as u32),
+                ],
             )
             .unwrap();
             raws.push(raw);
@@ -529,12 +566,24 @@ mod tests {
         let mut raw = Vec::new();
         for (b, want) in index.blobs.clone().iter().zip(&raws) {
             r.read_blob(b, &mut buf).unwrap();
-            dec.decode(b.codec, &buf, b.raw_len as usize, &mut raw).unwrap();
+            dec.decode(b.codec, &buf, b.raw_len as usize, &mut raw)
+                .unwrap();
             assert_eq!(&raw, want);
         }
         let pt = crate::seal::open(&id, &ct, "pack", 1 << 20).unwrap();
         assert_eq!(parse_plaintext(&pt).unwrap(), index);
-        assert_eq!(PackIndex::decode(&index.encode(), index.blobs.last().map(|b| b.offset + b.stored_len as u64).unwrap()).unwrap(), index);
+        assert_eq!(
+            PackIndex::decode(
+                &index.encode(),
+                index
+                    .blobs
+                    .last()
+                    .map(|b| b.offset + b.stored_len as u64)
+                    .unwrap()
+            )
+            .unwrap(),
+            index
+        );
     }
 
     #[test]
@@ -543,7 +592,10 @@ mod tests {
         let (ct, _, _) = sample_pack(&id);
         for cut in [1, 12, 100, ct.len() / 2] {
             let short = &ct[..ct.len() - cut];
-            assert!(PackReader::open(&id, std::io::Cursor::new(short)).is_err(), "cut {cut}");
+            assert!(
+                PackReader::open(&id, std::io::Cursor::new(short)).is_err(),
+                "cut {cut}"
+            );
         }
     }
 
@@ -563,7 +615,11 @@ mod tests {
     fn inconsistent_index_is_rejected() {
         let id = Identity::generate();
         let (_, index, _) = sample_pack(&id);
-        let end = index.blobs.last().map(|b| b.offset + b.stored_len as u64).unwrap();
+        let end = index
+            .blobs
+            .last()
+            .map(|b| b.offset + b.stored_len as u64)
+            .unwrap();
         let enc = index.encode();
         assert!(PackIndex::decode(&enc, end + 1).is_err());
         let mut v2 = enc.clone();

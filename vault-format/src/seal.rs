@@ -55,7 +55,8 @@ pub fn open_reader<R: Read>(
 /// See [`seal_writer`].
 pub fn seal(recipients: &Recipients, plaintext: &[u8]) -> Result<Vec<u8>> {
     let mut w = seal_writer(recipients, Vec::with_capacity(plaintext.len() + 256))?;
-    w.write_all(plaintext).map_err(FormatError::io("age payload"))?;
+    w.write_all(plaintext)
+        .map_err(FormatError::io("age payload"))?;
     w.finish().map_err(FormatError::io("age payload"))
 }
 
@@ -64,7 +65,12 @@ pub fn seal(recipients: &Recipients, plaintext: &[u8]) -> Result<Vec<u8>> {
 /// # Errors
 /// [`FormatError::Decrypt`] when the identity does not match or a byte was
 /// altered; [`FormatError::Truncated`] when the file was cut short.
-pub fn open(identity: &Identity, ciphertext: &[u8], what: &'static str, limit: usize) -> Result<Vec<u8>> {
+pub fn open(
+    identity: &Identity,
+    ciphertext: &[u8],
+    what: &'static str,
+    limit: usize,
+) -> Result<Vec<u8>> {
     let r = open_reader(identity, ciphertext, what)?;
     let mut out = Vec::new();
     r.take(limit as u64 + 1)
@@ -96,7 +102,8 @@ pub fn seal_armored(recipients: &Recipients, plaintext: &[u8]) -> Result<String>
     let armor = ArmoredWriter::wrap_output(Vec::new(), Format::AsciiArmor)
         .map_err(FormatError::io("age armor"))?;
     let mut w = seal_writer(recipients, armor)?;
-    w.write_all(plaintext).map_err(FormatError::io("age payload"))?;
+    w.write_all(plaintext)
+        .map_err(FormatError::io("age payload"))?;
     let armor = w.finish().map_err(FormatError::io("age payload"))?;
     let bytes = armor.finish().map_err(FormatError::io("age armor"))?;
     String::from_utf8(bytes).map_err(|_| FormatError::corrupt("age armor", "not UTF-8"))
@@ -106,7 +113,12 @@ pub fn seal_armored(recipients: &Recipients, plaintext: &[u8]) -> Result<String>
 ///
 /// # Errors
 /// See [`open`].
-pub fn open_armored(identity: &Identity, text: &str, what: &'static str, limit: usize) -> Result<Vec<u8>> {
+pub fn open_armored(
+    identity: &Identity,
+    text: &str,
+    what: &'static str,
+    limit: usize,
+) -> Result<Vec<u8>> {
     let reader = age::armor::ArmoredReader::new(text.as_bytes());
     let r = open_reader(identity, reader, what)?;
     let mut out = Vec::new();
@@ -130,7 +142,10 @@ mod tests {
         assert!(!ct.windows(6).any(|w| w == b"secret"));
         assert_eq!(open(&id, &ct, "test", 100).unwrap(), b"secret");
         let other = Identity::generate();
-        assert!(matches!(open(&other, &ct, "test", 100), Err(FormatError::Decrypt { .. })));
+        assert!(matches!(
+            open(&other, &ct, "test", 100),
+            Err(FormatError::Decrypt { .. })
+        ));
         let mut bad = ct.clone();
         let n = bad.len();
         bad[n - 3] ^= 1;
