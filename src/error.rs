@@ -82,6 +82,9 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) => exit::USAGE,
+            Error::Catalog(
+                CatalogError::SnapshotNotFound(_) | CatalogError::AmbiguousSnapshot { .. },
+            ) => exit::USAGE,
             Error::Key(_) => exit::KEY,
             Error::Integrity { .. } => exit::INTEGRITY,
             Error::Format(FormatError::Decrypt { .. }) => exit::KEY,

@@ -378,8 +378,7 @@ impl Catalog {
                 }
             }
         }
-        drop(tx.commit().map_err(e));
-        Ok(())
+        tx.commit().map_err(e)
     }
 
     /// Sets the state of a pack's copy in a tier.
@@ -511,16 +510,21 @@ impl Catalog {
             });
         }
         let q = query.to_ascii_lowercase();
+        if q.len() < 4 || !q.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(CatalogError::SnapshotNotFound(format!(
+                "{query} (give `latest` or at least 4 hex digits of an id)"
+            )));
+        }
         let hits: Vec<_> = all
             .iter()
             .filter(|s| s.id.to_hex().starts_with(&q))
             .collect();
         match hits.len() {
             0 => Err(CatalogError::SnapshotNotFound(query.to_string())),
-            1 if q.len() >= 4 || q.len() == 32 => Ok(hits[0].id),
+            1 => Ok(hits[0].id),
             n => Err(CatalogError::AmbiguousSnapshot {
                 prefix: query.to_string(),
-                count: n.max(2),
+                count: n,
             }),
         }
     }

@@ -106,7 +106,7 @@ struct Task {
 pub(crate) struct Fetcher<'a> {
     ctx: &'a ReadContext,
     snapshot: Option<SnapshotId>,
-    open: Vec<(PackId, usize, PackReader<Box<dyn ReadSeek>>)>,
+    open: Vec<OpenPack>,
     decoder: BlobDecoder,
     stored: Vec<u8>,
     decoded: Vec<u8>,
@@ -115,6 +115,9 @@ pub(crate) struct Fetcher<'a> {
 }
 
 const OPEN_PACKS: usize = 4;
+
+/// An open pack: its id, the index of the tier it came from, its reader.
+type OpenPack = (PackId, usize, PackReader<Box<dyn ReadSeek>>);
 
 impl<'a> Fetcher<'a> {
     pub(crate) fn new(

@@ -1,0 +1,232 @@
+//! Stage and end-to-end throughput benchmarks (criterion).
+//!
+//! `cargo bench --bench stages` — each stage on 16 MiB of dump-like data
+//! (text rows with numbers, names and JSON, ~4:1 under zstd -3, roughly what
+//! a `pg_dump -Fc -Z0` of an application database looks like), then a whole
+//! backup and restore through the library on 64 MiB. Figures are quoted in
+//! docs/performance.md with the machine they were taken on.
+
+use std::io::{Cursor, Read};
+use std::sync::Arc;
+
+use coffer::pipeline::backup::{self, BackupContext, BackupRequest};
+use coffer::pipeline::restore::{self, ReadContext};
+use coffer::progress::Silent;
+use coffer::source::Source;
+use coffer::tier::local::LocalTier;
+use coffer::tier::Tier;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use vault_format::blob::{BlobDecoder, BlobEncoder};
+use vault_format::chunker::{Chunker, ChunkerParams};
+use vault_format::config::VaultConfig;
+use vault_format::keys::{DedupKey, Identity};
+use vault_format::pack::{ChunkKind, PackParams, PackReader, PackWriter};
+use vault_format::VaultId;
+
+/// Deterministic dump-like rows.
+fn dump_like(len: usize) -> Vec<u8> {
+    let names = [
+        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
+    ];
+    let streets = ["Elm St", "Oak Ave", "Pine Rd", "Maple Dr", "Cedar Ln"];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut out = Vec::with_capacity(len + 256);
+    let mut id = 0u64;
+    while out.len() < len {
+        id += 1;
+        let r = next();
+        let line = format!(
+            "{id}\t{}\t{} {}\t{}.{:02}\t2026-{:02}-{:02} {:02}:{:02}:{:02}+00\t{{\"plan\": \"p{}\", \"seats\": {}, \"note\": \"{:016x}\"}}\n",
+            names[(r % 8) as usize],
+            r % 9000 + 1,
+            streets[(r >> 8) as usize % 5],
+            r % 100_000,
+            (r >> 20) % 100,
+            (r >> 24) % 12 + 1,
+            (r >> 28) % 28 + 1,
+            (r >> 32) % 24,
+            (r >> 36) % 60,
+            (r >> 40) % 60,
+            (r >> 44) % 7,
+            (r >> 48) % 500,
+            next()
+        );
+        out.extend_from_slice(line.as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn stages(c: &mut Criterion) {
+    let data = dump_like(16 << 20);
+    let key = DedupKey::from_bytes([7; 32]);
+    let chunker = Chunker::new(&ChunkerParams::default(), &key).unwrap();
+    let idkey = key.chunk_id_key();
+    let identity = Identity::generate();
+    let recipients = identity.to_recipients();
+
+    let mut g = c.benchmark_group("stage");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_function("chunk (FastCDC 16 KiB)", |b| {
+        b.iter(|| chunker.split(&data).len())
+    });
+    let chunks = chunker.split(&data);
+    g.bench_function("hash (keyed BLAKE3 per chunk)", |b| {
+        b.iter(|| chunks.iter().map(|c| idkey.id(c).0[0] as u64).sum::<u64>())
+    });
+    let mut enc = BlobEncoder::new(3).unwrap();
+    let mut out = Vec::new();
+    g.bench_function("compress (zstd -3, 1 MiB blobs)", |b| {
+        b.iter(|| {
+            data.chunks(1 << 20)
+                .map(|blob| {
+                    enc.encode(blob, &mut out).unwrap();
+                    out.len()
+                })
+                .sum::<usize>()
+        })
+    });
+    g.bench_function("seal (age pack)", |b| {
+        b.iter(|| {
+            let mut w =
+                PackWriter::new(&recipients, Vec::with_capacity(data.len() + 4096)).unwrap();
+            for blob in data.chunks(1 << 20) {
+                w.add_blob(
+                    vault_format::blob::Codec::Raw,
+                    ChunkKind::Data,
+                    blob,
+                    vec![(idkey.id(&blob[..16]), blob.len() as u32)],
+                )
+                .unwrap();
+            }
+            w.finish().unwrap().size
+        })
+    });
+    let mut w = PackWriter::new(&recipients, Vec::new()).unwrap();
+    let mut stored = Vec::new();
+    for blob in data.chunks(1 << 20) {
+        let codec = enc.encode(blob, &mut stored).unwrap();
+        w.add_blob(
+            codec,
+            ChunkKind::Data,
+            &stored,
+            vec![(idkey.id(blob), blob.len() as u32)],
+        )
+        .unwrap();
+    }
+    let pack = w.finish().unwrap().writer;
+    let mut dec = BlobDecoder::new().unwrap();
+    g.bench_function("open (decrypt + decompress + verify)", |b| {
+        b.iter(|| {
+            let mut r = PackReader::open(&identity, Cursor::new(&pack)).unwrap();
+            let blobs = r.index().blobs.clone();
+            let (mut s, mut raw) = (Vec::new(), Vec::new());
+            let mut n = 0;
+            for bl in &blobs {
+                r.read_blob(bl, &mut s).unwrap();
+                dec.decode(bl.codec, &s, bl.raw_len as usize, &mut raw)
+                    .unwrap();
+                assert_eq!(idkey.id(&raw), bl.chunks[0].0);
+                n += raw.len();
+            }
+            n
+        })
+    });
+    g.finish();
+}
+
+struct CursorSource(Cursor<Vec<u8>>);
+impl Source for CursorSource {
+    fn kind(&self) -> &str {
+        "stdin"
+    }
+    fn reader(&mut self) -> &mut (dyn Read + Send) {
+        &mut self.0
+    }
+    fn finish(&mut self) -> coffer::Result<serde_json::Map<String, serde_json::Value>> {
+        Ok(Default::default())
+    }
+}
+
+fn end_to_end(c: &mut Criterion) {
+    let data = dump_like(64 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let identity = Identity::generate();
+    let key = DedupKey::generate();
+    let config = VaultConfig::new(
+        VaultId::random(),
+        "2026-11-24T00:00:00Z".into(),
+        ChunkerParams::default(),
+        PackParams::default(),
+        &identity.to_recipients(),
+        &key,
+    )
+    .unwrap();
+    let tier = Arc::new(LocalTier::create("local", &dir.path().join("vault")).unwrap());
+    tier.put_bytes("config", &config.encode()).unwrap();
+    let mut g = c.benchmark_group("end-to-end");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    let mut n = 0;
+    let fresh_ctx = |n: usize| BackupContext {
+        tier: tier.clone(),
+        catalog_path: dir.path().join(format!("catalog-{n}.sqlite")),
+        config: config.clone(),
+        recipients: identity.to_recipients(),
+        dedup_key: key.clone(),
+        threads: coffer::pipeline::threads(),
+    };
+    g.bench_function("backup, first night (new catalog each run)", |b| {
+        b.iter(|| {
+            n += 1;
+            let ctx = fresh_ctx(n);
+            let mut src = CursorSource(Cursor::new(data.clone()));
+            backup::run(&ctx, &mut src, &BackupRequest::default(), &Silent)
+                .unwrap()
+                .stored_size
+        })
+    });
+    let ctx = fresh_ctx(0);
+    let rep = backup::run(
+        &ctx,
+        &mut CursorSource(Cursor::new(data.clone())),
+        &BackupRequest::default(),
+        &Silent,
+    )
+    .unwrap();
+    g.bench_function("backup, unchanged data (all chunks reused)", |b| {
+        b.iter(|| {
+            let mut src = CursorSource(Cursor::new(data.clone()));
+            backup::run(&ctx, &mut src, &BackupRequest::default(), &Silent)
+                .unwrap()
+                .reused_chunks
+        })
+    });
+    let catalog = coffer::catalog::Catalog::open(&ctx.catalog_path).unwrap();
+    let manifest = catalog.manifest(&rep.id).unwrap();
+    let rctx = ReadContext {
+        tiers: vec![tier.clone()],
+        catalog_path: ctx.catalog_path.clone(),
+        identity: Arc::new(identity),
+        idkey: key.chunk_id_key(),
+        threads: coffer::pipeline::threads(),
+    };
+    g.bench_function("restore (every chunk verified)", |b| {
+        b.iter(|| {
+            restore::run(&rctx, &manifest, &mut std::io::sink(), &Silent)
+                .unwrap()
+                .bytes
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, stages, end_to_end);
+criterion_main!(benches);
