@@ -183,11 +183,20 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
+    /// Migrates under an IMMEDIATE transaction: two processes (or two
+    /// pipeline stages) opening a fresh catalog at once must not both run
+    /// the same migration; the second waits (busy_timeout) and then sees
+    /// the new version.
     fn migrate(&mut self) -> Result<(), CatalogError> {
-        let v: i64 = self
+        let path = self.path.clone();
+        let e = |e| sql_err(&path, e);
+        let tx = self
             .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let v: i64 = tx
             .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
+            .map_err(e)?;
         if v > SCHEMA_VERSION {
             return Err(CatalogError::TooNew {
                 path: self.path.clone(),
@@ -195,17 +204,12 @@ impl Catalog {
                 supported: SCHEMA_VERSION,
             });
         }
-        for (i, m) in schema::MIGRATIONS.iter().enumerate().skip(v as usize) {
-            let tx = self
-                .conn
-                .transaction()
-                .map_err(|e| sql_err(&self.path, e))?;
-            tx.execute_batch(m).map_err(|e| sql_err(&self.path, e))?;
-            tx.pragma_update(None, "user_version", i as i64 + 1)
-                .map_err(|e| sql_err(&self.path, e))?;
-            tx.commit().map_err(|e| sql_err(&self.path, e))?;
+        for m in schema::MIGRATIONS.iter().skip(v as usize) {
+            tx.execute_batch(m).map_err(e)?;
         }
-        Ok(())
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(e)?;
+        tx.commit().map_err(e)
     }
 
     fn err(&self, e: rusqlite::Error) -> CatalogError {
