@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod commands;
 pub mod error;
 pub mod keyfiles;
+pub mod pg;
 pub mod pipeline;
 pub mod progress;
 pub mod settings;

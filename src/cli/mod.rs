@@ -3,6 +3,7 @@
 //! renders the report as text or `--json`.
 
 pub mod output;
+pub mod pg;
 pub mod run;
 
 use std::path::PathBuf;
@@ -75,16 +76,27 @@ pub struct InitArgs {
 
 /// `coffer backup`
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct BackupArgs {
     /// Job name, used to group snapshots and select `latest`.
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = "default", global = true)]
     pub job: String,
     /// Tag the snapshot (repeatable).
-    #[arg(long = "tag", value_name = "T")]
+    #[arg(long = "tag", value_name = "T", global = true)]
     pub tags: Vec<String>,
     /// A file, `-` for stdin, or a directory (archived as tar).
-    #[arg(value_name = "PATH|-")]
-    pub path: String,
+    #[arg(value_name = "PATH|-", required = true)]
+    pub path: Option<String>,
+    #[command(subcommand)]
+    pub source: Option<BackupSource>,
+}
+
+/// Sources with their own options.
+#[derive(Debug, Subcommand)]
+pub enum BackupSource {
+    /// Dump a PostgreSQL database (pg_dump -Fc -Z0 over an exported
+    /// snapshot) and its cluster globals into the vault.
+    Pg(pg::PgBackupArgs),
 }
 
 /// `coffer snapshots`
@@ -110,6 +122,9 @@ pub struct RestoreArgs {
     /// The age identity file [default: $COFFER_IDENTITY, else the one init wrote].
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// Restore a pg_dump snapshot into a database instead (see docs/postgres.md).
+    #[command(flatten)]
+    pub pg: pg::PgRestoreArgs,
 }
 
 /// `coffer verify`
@@ -118,9 +133,12 @@ pub struct VerifyArgs {
     /// Also decrypt every pack and check every chunk's keyed hash (needs the identity).
     #[arg(long)]
     pub read_data: bool,
-    /// The age identity file (with --read-data).
+    /// The age identity file (with --read-data or --restore-test).
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// Restore drill of a pg_dump snapshot (see docs/postgres.md).
+    #[command(flatten)]
+    pub drill: pg::PgDrillArgs,
 }
 
 /// `coffer index ...`

@@ -56,7 +56,11 @@ pub fn run(cli: Cli) -> Result<i32> {
                 }
             }
             let vault = Vault::open(&config_path)?;
-            let mut source = coffer::source::open(&a.path)?;
+            if let Some(super::BackupSource::Pg(pg)) = &a.source {
+                return super::pg::backup(&vault, v, &a.job, &a.tags, pg);
+            }
+            let path = a.path.as_deref().expect("clap requires PATH without a subcommand");
+            let mut source = coffer::source::open(path)?;
             let progress = TermProgress::new(v, "backing up");
             let req = BackupRequest {
                 job: a.job,
@@ -118,6 +122,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Restore(a) => {
             let vault = Vault::open(&config_path)?;
             let manifest = commands::restore::find(&vault, &a.snapshot, a.job.as_deref())?;
+            if a.pg.dbname.is_some() {
+                return super::pg::restore(&vault, v, &manifest, a.identity.as_deref(), &a.pg);
+            }
             let target = match a.to.as_deref() {
                 Some("-") => Target::Stdout,
                 Some(p) => Target::Path(PathBuf::from(p)),
@@ -153,6 +160,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Verify(a) => {
             let vault = Vault::open(&config_path)?;
+            if a.drill.restore_test.is_some() {
+                return super::pg::drill(&vault, v, a.identity.as_deref(), &a.drill);
+            }
             let ctx = if a.read_data {
                 Some(commands::read_context(
                     &vault,

@@ -324,6 +324,7 @@ fn chunk_stage(
     let input = source.reader();
     let mut buf = vec![0u8; READ_BUF.max(2 * max)];
     let (mut start, mut end, mut eof) = (0usize, 0usize, false);
+    let mut sniffed = false;
     loop {
         if !eof && end - start < max {
             buf.copy_within(start..end, 0);
@@ -348,6 +349,12 @@ fn chunk_stage(
                         })
                     }
                 }
+            }
+        }
+        if !sniffed {
+            sniffed = true;
+            if let Some(w) = crate::source::compression_warning(&buf[..end.min(64)]) {
+                progress.event(&Event::Warning(w));
             }
         }
         let Some(n) = chunker.next_cut(&buf[start..end], eof) else {

@@ -1,0 +1,1 @@
+//! PostgreSQL sources and targets (issue 4: being implemented).
