@@ -177,6 +177,7 @@ fn end_to_end(c: &mut Criterion) {
     let mut n = 0;
     let fresh_ctx = |n: usize| BackupContext {
         tier: tier.clone(),
+        offsite: vec![],
         catalog_path: dir.path().join(format!("catalog-{n}.sqlite")),
         config: config.clone(),
         recipients: identity.to_recipients(),

@@ -20,6 +20,7 @@ pub mod keyfiles;
 pub mod pg;
 pub mod pipeline;
 pub mod progress;
+pub mod replicate;
 pub mod settings;
 pub mod source;
 pub mod tier;

@@ -8,6 +8,12 @@
 //!
 //! [local]
 //! path = "/var/backups/coffer"
+//!
+//! [s3]                                  # optional: the offsite tier
+//! bucket = "acme-backups"
+//! prefix = "db1/"
+//! endpoint = "https://s3.example.net"   # S3-compatible stores
+//! region = "eu-central-1"
 //! ```
 //!
 //! Lookup order for the file: `--config`, then `COFFER_CONFIG`, then
@@ -34,6 +40,9 @@ pub struct Settings {
     pub identity: Option<PathBuf>,
     /// The local-directory tier.
     pub local: LocalSettings,
+    /// The offsite S3 tier, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<crate::tier::s3::S3Settings>,
 }
 
 /// `[local]`

@@ -263,8 +263,12 @@ mod tests {
 
     #[test]
     fn compressed_inputs_are_recognised() {
-        assert!(compression_warning(&[0x1f, 0x8b, 8, 0]).unwrap().contains("gzip"));
-        assert!(compression_warning(&[0x28, 0xb5, 0x2f, 0xfd, 0]).unwrap().contains("zstd"));
+        assert!(compression_warning(&[0x1f, 0x8b, 8, 0])
+            .unwrap()
+            .contains("gzip"));
+        assert!(compression_warning(&[0x28, 0xb5, 0x2f, 0xfd, 0])
+            .unwrap()
+            .contains("zstd"));
         // PG15 pg_dump -Fc (archive 1.14), default compression (-1) vs -Z0.
         let mut h = b"PGDMP\x01\x0e\x00\x04\x08\x01".to_vec();
         let mut z = h.clone();
@@ -274,7 +278,10 @@ mod tests {
         assert_eq!(compression_warning(&z), None);
         // Archive 1.15+: algorithm byte.
         assert!(compression_warning(b"PGDMP\x01\x0f\x00\x04\x08\x01\x03").is_some());
-        assert_eq!(compression_warning(b"PGDMP\x01\x0f\x00\x04\x08\x01\x00"), None);
+        assert_eq!(
+            compression_warning(b"PGDMP\x01\x0f\x00\x04\x08\x01\x00"),
+            None
+        );
         assert_eq!(compression_warning(b"plain text"), None);
     }
 }

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::keyfiles::{self, PushKey};
 use crate::settings::Settings;
 use crate::tier::local::LocalTier;
+use crate::tier::s3::S3Tier;
 use crate::tier::{keys, Tier};
 
 /// An opened vault.
@@ -23,6 +24,8 @@ pub struct Vault {
     pub config: VaultConfig,
     /// The local tier (primary: backups complete here first).
     pub local: Arc<LocalTier>,
+    /// The offsite S3 tier, when configured.
+    pub s3: Option<Arc<S3Tier>>,
 }
 
 impl Vault {
@@ -50,17 +53,55 @@ impl Vault {
                 settings.vault_id
             )));
         }
+        let s3 = match &settings.s3 {
+            Some(s) => Some(Arc::new(S3Tier::new("s3", s)?)),
+            None => None,
+        };
         Ok(Vault {
             settings,
             settings_path: settings_path.to_path_buf(),
             config,
             local: Arc::new(local),
+            s3,
         })
     }
 
-    /// Tiers in the order reads try them.
+    /// Tiers in the order reads try them: local first, then offsite.
     pub fn tiers(&self) -> Vec<Arc<dyn Tier>> {
-        vec![self.local.clone() as Arc<dyn Tier>]
+        let mut t = vec![self.local.clone() as Arc<dyn Tier>];
+        if let Some(s3) = &self.s3 {
+            t.push(s3.clone());
+        }
+        t
+    }
+
+    /// Tiers other than the primary: where backups replicate to.
+    pub fn offsite(&self) -> Vec<Arc<dyn Tier>> {
+        self.tiers().into_iter().skip(1).collect()
+    }
+
+    /// The tiers to read from: all, or only the one named (`--tier`).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a name that is not configured.
+    pub fn select_tiers(&self, name: Option<&str>) -> Result<Vec<Arc<dyn Tier>>> {
+        match name {
+            None => Ok(self.tiers()),
+            Some(n) => {
+                let t: Vec<_> = self.tiers().into_iter().filter(|t| t.name() == n).collect();
+                if t.is_empty() {
+                    return Err(Error::Config(format!(
+                        "no tier named {n:?} is configured (tiers: {})",
+                        self.tiers()
+                            .iter()
+                            .map(|t| t.name().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+                Ok(t)
+            }
+        }
     }
 
     /// The tier backups complete on.

@@ -97,6 +97,7 @@ impl Fixture {
     fn ctx(&self, tier: Arc<dyn Tier>) -> BackupContext {
         BackupContext {
             tier,
+            offsite: vec![],
             catalog_path: self.catalog.clone(),
             config: self.config.clone(),
             recipients: self.identity.to_recipients(),

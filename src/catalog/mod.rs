@@ -116,7 +116,17 @@ pub enum CopyState {
 }
 
 impl CopyState {
-    fn as_str(self) -> &'static str {
+    fn parse(s: &str) -> Self {
+        match s {
+            "present" => CopyState::Present,
+            "missing" => CopyState::Missing,
+            "corrupt" => CopyState::Corrupt,
+            _ => CopyState::Pending,
+        }
+    }
+
+    /// The catalog's word for it.
+    pub fn as_str(self) -> &'static str {
         match self {
             CopyState::Present => "present",
             CopyState::Pending => "pending",
@@ -427,6 +437,75 @@ impl Catalog {
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Copy state of every pack in `tier` (packs with no row are absent).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn pack_states(
+        &self,
+        tier: &str,
+    ) -> Result<std::collections::HashMap<PackId, CopyState>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT pack_id, state FROM pack_copies WHERE tier = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([tier], |r| {
+                let id: Vec<u8> = r.get(0)?;
+                let s: String = r.get(1)?;
+                Ok((
+                    PackId::from_slice(&id).unwrap_or(PackId([0; 32])),
+                    CopyState::parse(&s),
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Copy state of every snapshot's manifest in `tier`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn snapshot_states(
+        &self,
+        tier: &str,
+    ) -> Result<std::collections::HashMap<SnapshotId, CopyState>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT snapshot_id, state FROM snapshot_copies WHERE tier = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([tier], |r| {
+                let id: String = r.get(0)?;
+                let s: String = r.get(1)?;
+                Ok((
+                    id.parse().unwrap_or(SnapshotId([0; 16])),
+                    CopyState::parse(&s),
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Sets the state of a snapshot manifest's copy in a tier.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_snapshot_copy(
+        &self,
+        id: &SnapshotId,
+        tier: &str,
+        state: CopyState,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO snapshot_copies(snapshot_id, tier, state, updated) VALUES (?1, ?2, ?3, ?4)",
+                params![id.to_hex(), tier, state.as_str(), now_rfc3339()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 
     /// Records a committed snapshot and its manifest's copy in `tier`.

@@ -55,6 +55,12 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Check every pack (and with --read-data every chunk) for damage.
     Verify(VerifyArgs),
+    /// Copy what is pending to every tier (offsite uploads) and repair any
+    /// tier from another, byte for byte. Safe to interrupt and re-run.
+    Sync,
+    /// Per tier: snapshots complete, packs and bytes pending, age of the
+    /// newest complete snapshot.
+    Status,
     /// Catalog maintenance.
     Index {
         #[command(subcommand)]
@@ -72,6 +78,29 @@ pub struct InitArgs {
     /// identity here; repeat for several (e.g. an ops key and an escrow key).
     #[arg(long = "recipient", value_name = "R")]
     pub recipients: Vec<String>,
+    /// Offsite tier: an S3 bucket (and prefix). If it already holds a
+    /// vault, attach to it (needs --identity): a new host, or disaster recovery.
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    pub s3: Option<String>,
+    /// Endpoint of an S3-compatible store (MinIO, Ceph, Garage, SeaweedFS, R2, B2).
+    #[arg(long, value_name = "URL", requires = "s3")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: from the AWS environment or profile, else us-east-1].
+    #[arg(long, value_name = "REGION", requires = "s3")]
+    pub s3_region: Option<String>,
+    /// Storage class for objects (e.g. STANDARD_IA).
+    #[arg(long, value_name = "CLASS", requires = "s3")]
+    pub s3_storage_class: Option<String>,
+    /// S3 Object Lock mode for every object: governance or compliance
+    /// (the bucket must have Object Lock enabled).
+    #[arg(long, value_name = "MODE", requires_all = ["s3", "s3_object_lock_days"])]
+    pub s3_object_lock: Option<String>,
+    /// Object Lock retention in days.
+    #[arg(long, value_name = "DAYS", requires = "s3_object_lock")]
+    pub s3_object_lock_days: Option<u32>,
+    /// Identity file, to attach to an existing vault found in S3.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 /// `coffer backup`
@@ -115,6 +144,10 @@ pub struct RestoreArgs {
     /// With `latest`: the newest snapshot of this job.
     #[arg(long)]
     pub job: Option<String>,
+    /// Read only from this tier (`local` or `s3`) [default: local first,
+    /// falling back per pack to the next tier].
+    #[arg(long, value_name = "TIER")]
+    pub tier: Option<String>,
     /// Where to: a new file, a new or empty directory (directory
     /// snapshots), or `-` for stdout [default: stdout when it is not a terminal].
     #[arg(long, value_name = "PATH|-")]
@@ -144,10 +177,13 @@ pub struct VerifyArgs {
 /// `coffer index ...`
 #[derive(Debug, Subcommand)]
 pub enum IndexCommand {
-    /// Recreate the catalog from the local tier (needs the identity).
+    /// Recreate the catalog from a tier (needs the identity).
     Rebuild {
         /// The age identity file.
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
+        /// The tier to rebuild from (`local` or `s3`).
+        #[arg(long, value_name = "TIER", default_value = "local")]
+        tier: String,
     },
 }

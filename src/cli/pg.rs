@@ -36,14 +36,31 @@ pub struct PgDrillArgs {
     pub restore_test: Option<String>,
 }
 
-pub fn backup(_vault: &Vault, _v: Verbosity, _job: &str, _tags: &[String], _a: &PgBackupArgs) -> Result<i32> {
+pub fn backup(
+    _vault: &Vault,
+    _v: Verbosity,
+    _job: &str,
+    _tags: &[String],
+    _a: &PgBackupArgs,
+) -> Result<i32> {
     bail!("coffer backup pg is not available yet")
 }
 
-pub fn restore(_vault: &Vault, _v: Verbosity, _m: &Manifest, _identity: Option<&Path>, _a: &PgRestoreArgs) -> Result<i32> {
+pub fn restore(
+    _vault: &Vault,
+    _v: Verbosity,
+    _m: &Manifest,
+    _identity: Option<&Path>,
+    _a: &PgRestoreArgs,
+) -> Result<i32> {
     bail!("restore --dbname is not available yet")
 }
 
-pub fn drill(_vault: &Vault, _v: Verbosity, _identity: Option<&Path>, _a: &PgDrillArgs) -> Result<i32> {
+pub fn drill(
+    _vault: &Vault,
+    _v: Verbosity,
+    _identity: Option<&Path>,
+    _a: &PgDrillArgs,
+) -> Result<i32> {
     bail!("verify --restore-test is not available yet")
 }

@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use coffer::commands::{self, init::InitOptions, restore::Target};
 use coffer::pipeline::backup::BackupRequest;
 use coffer::settings::{self, default_local_dir};
+use coffer::tier::s3::S3Settings;
 use coffer::Vault;
 use vault_format::chunker::ChunkerParams;
 use vault_format::pack::PackParams;
@@ -27,12 +28,26 @@ pub fn run(cli: Cli) -> Result<i32> {
     let config_path = settings::config_path(cli.config.as_deref());
     match cli.command {
         Command::Init(a) => {
+            let s3 = match &a.s3 {
+                Some(url) => {
+                    let mut s = S3Settings::from_url(url).map_err(anyhow::Error::msg)?;
+                    s.endpoint = a.s3_endpoint;
+                    s.region = a.s3_region;
+                    s.storage_class = a.s3_storage_class;
+                    s.object_lock_mode = a.s3_object_lock;
+                    s.object_lock_days = a.s3_object_lock_days;
+                    Some(s)
+                }
+                None => None,
+            };
             let rep = commands::init::init(&InitOptions {
                 config_path,
                 local: a.local.unwrap_or_else(default_local_dir),
                 recipients: a.recipients,
                 chunker: ChunkerParams::default(),
                 pack: PackParams::default(),
+                s3,
+                identity: a.identity,
             })?;
             if v.json {
                 output::json(&rep);
@@ -50,6 +65,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                     recipients: vec![],
                     chunker: ChunkerParams::default(),
                     pack: PackParams::default(),
+                    s3: None,
+                    identity: None,
                 })?;
                 if !v.quiet {
                     print_init_to_stderr(&rep);
@@ -59,7 +76,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             if let Some(super::BackupSource::Pg(pg)) = &a.source {
                 return super::pg::backup(&vault, v, &a.job, &a.tags, pg);
             }
-            let path = a.path.as_deref().expect("clap requires PATH without a subcommand");
+            let path = a
+                .path
+                .as_deref()
+                .expect("clap requires PATH without a subcommand");
             let mut source = coffer::source::open(path)?;
             let progress = TermProgress::new(v, "backing up");
             let req = BackupRequest {
@@ -90,6 +110,85 @@ pub fn run(cli: Cli) -> Result<i32> {
                         vault.local.root().display()
                     ),
                 );
+            }
+            if rep.offsite_pending() {
+                for o in rep.offsite.iter().filter(|o| !o.complete) {
+                    eprintln!(
+                        "coffer: snapshot {} is committed locally, but its offsite copy in tier {} is PENDING: {}",
+                        rep.id,
+                        o.tier,
+                        o.pending_reason.as_deref().unwrap_or("unknown")
+                    );
+                }
+                return Ok(coffer::error::exit::OFFSITE_PENDING);
+            }
+            Ok(0)
+        }
+        Command::Sync => {
+            let vault = Vault::open(&config_path)?;
+            let progress = TermProgress::new(v, "syncing");
+            let r = commands::sync::sync(&vault, &progress);
+            progress.finish();
+            let reps = r?;
+            if v.json {
+                output::json(&reps);
+            } else {
+                for r in &reps {
+                    for p in &r.problems {
+                        eprintln!("coffer: {p}");
+                    }
+                    note(
+                        v,
+                        &format!(
+                            "coffer: tier {}: copied {} packs ({}) and {} manifests{}",
+                            r.tier,
+                            r.packs_copied,
+                            bytes(r.bytes_copied),
+                            r.manifests_copied,
+                            if r.problems.is_empty() {
+                                ""
+                            } else {
+                                "; some copies are still pending"
+                            }
+                        ),
+                    );
+                }
+            }
+            let pending = reps.iter().any(|r| !r.problems.is_empty());
+            Ok(if pending {
+                coffer::error::exit::OFFSITE_PENDING
+            } else {
+                0
+            })
+        }
+        Command::Status => {
+            let vault = Vault::open(&config_path)?;
+            let st = commands::sync::status(&vault)?;
+            if v.json {
+                output::json(&st);
+            } else {
+                output::out(&format!(
+                    "{:<8} {:>10} {:>14} {:>14} {:>12}  {}",
+                    "TIER", "SNAPSHOTS", "COMPLETE", "PACKS PENDING", "BYTES", "NEWEST COMPLETE"
+                ));
+                for t in st {
+                    output::out(&format!(
+                        "{:<8} {:>10} {:>14} {:>14} {:>12}  {}",
+                        t.tier,
+                        t.snapshots,
+                        t.snapshots_complete,
+                        t.packs_pending,
+                        bytes(t.bytes_pending),
+                        match (&t.newest_complete, t.newest_complete_age_seconds) {
+                            (Some(c), Some(a)) => format!(
+                                "{c} ({} ago)",
+                                humantime::format_duration(std::time::Duration::from_secs(a))
+                            ),
+                            (Some(c), None) => c.clone(),
+                            _ => "none".into(),
+                        }
+                    ));
+                }
             }
             Ok(0)
         }
@@ -136,7 +235,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             if v.json && matches!(target, Target::Stdout) {
                 bail!("--json cannot be combined with restoring to stdout; pass --to PATH");
             }
-            let ctx = commands::read_context(&vault, a.identity.as_deref(), "restore")?;
+            let ctx = commands::read_context_from(
+                &vault,
+                a.identity.as_deref(),
+                "restore",
+                a.tier.as_deref(),
+            )?;
             let progress = TermProgress::new(v, "restoring");
             let r = commands::restore::restore(&vault, &ctx, &manifest, &target, &progress);
             progress.finish();
@@ -202,11 +306,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             })
         }
         Command::Index {
-            command: IndexCommand::Rebuild { identity },
+            command: IndexCommand::Rebuild { identity, tier },
         } => {
             let vault = Vault::open(&config_path)?;
             let (id, _) = vault.identity(identity.as_deref(), "index rebuild")?;
-            let tier = vault.primary();
+            let tier = vault.select_tiers(Some(&tier))?.remove(0);
             let rep = commands::rebuild::rebuild(&vault, &*tier, &id)?;
             if v.json {
                 output::json(&rep);
@@ -245,6 +349,16 @@ fn init_lines(rep: &commands::init::InitReport) -> Vec<String> {
         ),
         format!("  catalog:   {}", rep.catalog.display()),
     ];
+    if let Some(s3) = &rep.s3 {
+        l.push(format!(
+            "  offsite:   {s3}{}",
+            if rep.attached {
+                " (attached to the existing vault there)"
+            } else {
+                ""
+            }
+        ));
+    }
     match &rep.identity {
         Some(id) => {
             l.push(format!("  IDENTITY:  {}", id.display()));

@@ -22,6 +22,7 @@ pub fn backup(
     let run_id = catalog.start_run("backup", Some(&req.job))?;
     let ctx = BackupContext {
         tier: vault.primary(),
+        offsite: vault.offsite(),
         catalog_path: vault.settings.catalog.clone(),
         config: vault.config.clone(),
         recipients: push.recipients,
@@ -32,7 +33,11 @@ pub fn backup(
     match &r {
         Ok(rep) => catalog.finish_run(
             run_id,
-            crate::catalog::Outcome::Ok,
+            if rep.offsite_pending() {
+                crate::catalog::Outcome::Partial
+            } else {
+                crate::catalog::Outcome::Ok
+            },
             rep.raw_size,
             None,
             Some(&rep.id),

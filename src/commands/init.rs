@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::keyfiles::PushKey;
 use crate::settings::{absolute, LocalSettings, Settings};
 use crate::tier::local::LocalTier;
+use crate::tier::s3::{S3Settings, S3Tier};
 use crate::tier::{keys, Put, Tier};
 
 /// What to create.
@@ -29,6 +30,11 @@ pub struct InitOptions {
     pub chunker: ChunkerParams,
     /// Pack parameters.
     pub pack: PackParams,
+    /// The offsite S3 tier, if any. When its bucket already holds a vault,
+    /// init *attaches* to it instead of creating one (needs the identity).
+    pub s3: Option<S3Settings>,
+    /// Identity file for attaching to an existing vault.
+    pub identity: Option<PathBuf>,
 }
 
 /// What was created (`--json` of `coffer init`).
@@ -49,6 +55,11 @@ pub struct InitReport {
     pub catalog: PathBuf,
     /// The recipients everything is sealed to.
     pub recipients: Vec<String>,
+    /// The S3 tier, as `s3://bucket/prefix`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3: Option<String>,
+    /// True when init attached to a vault that already existed in S3.
+    pub attached: bool,
 }
 
 /// Creates a vault.
@@ -74,6 +85,17 @@ pub fn init(opts: &InitOptions) -> Result<InitReport> {
             "{} already holds a coffer vault; choose another --local directory",
             local_path.display()
         )));
+    }
+    let s3 = match &opts.s3 {
+        Some(st) => Some(S3Tier::new("s3", st)?),
+        None => None,
+    };
+    if let Some(t) = &s3 {
+        match t.get(keys::CONFIG) {
+            Ok(bytes) => return attach(opts, &config_path, &dir, &local_path, t, &bytes),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     let created = crate::util::now_rfc3339();
     let (identity, recipients) = if opts.recipients.is_empty() {
@@ -139,7 +161,16 @@ pub fn init(opts: &InitOptions) -> Result<InitReport> {
         local: LocalSettings {
             path: local_path.clone(),
         },
+        s3: opts.s3.clone(),
     };
+    if let Some(t) = &s3 {
+        if t.put_bytes(keys::CONFIG, &config.encode())? == Put::AlreadyExisted {
+            return Err(Error::Config(format!(
+                "{} was given a vault by another host meanwhile; run init again to attach to it",
+                t.settings().url()
+            )));
+        }
+    }
     settings.save_new(&config_path)?;
     Catalog::open(&settings.catalog)?.bind_vault(&settings.vault_id)?;
     Ok(InitReport {
@@ -150,5 +181,69 @@ pub fn init(opts: &InitOptions) -> Result<InitReport> {
         local: local_path,
         catalog: settings.catalog,
         recipients: recipients.to_strings(),
+        s3: opts.s3.as_ref().map(S3Settings::url),
+        attached: false,
+    })
+}
+
+/// Attaches this host to a vault that already exists in S3 (a new database
+/// host, or disaster recovery on a fresh machine). Unsealing the dedup key
+/// needs the identity; the recipients are taken from the bucket's config
+/// this once (trust on first use: they are printed for the operator to
+/// check) and from the push key ever after.
+fn attach(
+    opts: &InitOptions,
+    config_path: &Path,
+    dir: &Path,
+    local_path: &Path,
+    s3: &S3Tier,
+    bytes: &[u8],
+) -> Result<InitReport> {
+    let config = VaultConfig::decode(bytes)?;
+    let id_path =
+        crate::keyfiles::identity_path(opts.identity.as_deref(), None).map(|p| absolute(&p));
+    let identity = crate::keyfiles::load_identity(
+        id_path.as_deref(),
+        "attaching to the existing vault in S3",
+    )?;
+    let dedup_key = config.open_dedup_key(&identity).map_err(|_| {
+        Error::Key(format!(
+            "the identity does not open vault {} in {} (it is not one of its recipients)",
+            config.vault_id,
+            s3.settings().url()
+        ))
+    })?;
+    let recipients = config.recipients()?;
+    let push_path = dir.join("push-key.toml");
+    PushKey {
+        vault_id: config.vault_id.to_hex(),
+        recipients: recipients.clone(),
+        dedup_key,
+    }
+    .save_new(&push_path)?;
+    let tier = LocalTier::create("local", local_path)?;
+    tier.put_bytes(keys::CONFIG, bytes)?;
+    let settings = Settings {
+        vault_id: config.vault_id.to_hex(),
+        catalog: dir.join("catalog.sqlite"),
+        push_key: push_path.clone(),
+        identity: id_path,
+        local: LocalSettings {
+            path: local_path.to_path_buf(),
+        },
+        s3: opts.s3.clone(),
+    };
+    settings.save_new(config_path)?;
+    Catalog::open(&settings.catalog)?.bind_vault(&settings.vault_id)?;
+    Ok(InitReport {
+        vault_id: config.vault_id.to_hex(),
+        config: config_path.to_path_buf(),
+        identity: None,
+        push_key: push_path,
+        local: local_path.to_path_buf(),
+        catalog: settings.catalog,
+        recipients: recipients.to_strings(),
+        s3: Some(s3.settings().url()),
+        attached: true,
     })
 }

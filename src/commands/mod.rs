@@ -5,6 +5,7 @@ pub mod backup;
 pub mod init;
 pub mod rebuild;
 pub mod restore;
+pub mod sync;
 pub mod verify;
 
 use std::sync::Arc;
@@ -13,7 +14,8 @@ use crate::error::Result;
 use crate::pipeline::restore::ReadContext;
 use crate::vault::Vault;
 
-/// Builds the context for commands that decrypt.
+/// Builds the context for commands that decrypt, reading from every tier
+/// (local first, falling back per pack).
 ///
 /// # Errors
 /// [`crate::Error::Key`] when the identity is missing or does not fit.
@@ -22,9 +24,23 @@ pub fn read_context(
     identity: Option<&std::path::Path>,
     operation: &str,
 ) -> Result<ReadContext> {
+    read_context_from(vault, identity, operation, None)
+}
+
+/// Like [`read_context`], reading only from the tier named `tier` (`--tier`).
+///
+/// # Errors
+/// As [`read_context`]; [`crate::Error::Config`] for an unknown tier.
+pub fn read_context_from(
+    vault: &Vault,
+    identity: Option<&std::path::Path>,
+    operation: &str,
+    tier: Option<&str>,
+) -> Result<ReadContext> {
+    let tiers = vault.select_tiers(tier)?;
     let (identity, key) = vault.identity(identity, operation)?;
     Ok(ReadContext {
-        tiers: vault.tiers(),
+        tiers,
         catalog_path: vault.settings.catalog.clone(),
         identity: Arc::new(identity),
         idkey: key.chunk_id_key(),

@@ -45,6 +45,8 @@ const READ_BUF: usize = 4 * 1024 * 1024;
 pub struct BackupContext {
     /// The tier backups complete on.
     pub tier: Arc<dyn Tier>,
+    /// Tiers each pack is uploaded to as soon as it is sealed (offsite).
+    pub offsite: Vec<Arc<dyn Tier>>,
     /// Catalog file (each stage opens its own connection).
     pub catalog_path: PathBuf,
     /// Vault config (chunker and pack parameters).
@@ -89,6 +91,35 @@ pub struct BackupReport {
     pub packs: u64,
     /// Wall time.
     pub seconds: f64,
+    /// State of the offsite copy, per offsite tier.
+    pub offsite: Vec<OffsiteReport>,
+}
+
+/// Offsite state of a backup in one tier.
+#[derive(Debug, Clone, Serialize)]
+pub struct OffsiteReport {
+    /// Tier name.
+    pub tier: String,
+    /// True when the snapshot and every pack it needs are in the tier.
+    pub complete: bool,
+    /// Why not, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<String>,
+}
+
+impl BackupReport {
+    /// True when some offsite copy is pending (exit status 3).
+    pub fn offsite_pending(&self) -> bool {
+        self.offsite.iter().any(|o| !o.complete)
+    }
+}
+
+/// One offsite tier during a run: uploads stop at the first failure (the
+/// rest stay pending for `coffer sync`) rather than retrying every pack
+/// against an endpoint that is down.
+struct Offsite {
+    tier: Arc<dyn Tier>,
+    failed: Mutex<Option<String>>,
 }
 
 struct BlobJob {
@@ -131,6 +162,14 @@ pub fn run(
     let (blob_tx, blob_rx) = bounded::<Result<SealedBlob>>(threads * 2);
     let (raw_pool_tx, raw_pool_rx) = unbounded::<Vec<u8>>();
     let (stored_pool_tx, stored_pool_rx) = unbounded::<Vec<u8>>();
+    let offsite: Vec<Offsite> = ctx
+        .offsite
+        .iter()
+        .map(|t| Offsite {
+            tier: t.clone(),
+            failed: Mutex::new(None),
+        })
+        .collect();
 
     let (chunked, packed) = std::thread::scope(|s| {
         for i in 0..threads {
@@ -145,10 +184,33 @@ pub fn run(
                 .expect("spawn compressor");
         }
         drop((job_rx, blob_tx, stored_pool_rx));
+        // Uploads run beside ingest; the bounded queue bounds packs in flight
+        // (they stream from the stored local file, not from memory).
+        let mut upload_txs = Vec::new();
+        for o in &offsite {
+            let (tx, rx) = bounded::<vault_format::PackId>(4);
+            upload_txs.push(tx);
+            for i in 0..2 {
+                let rx = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("upload-{}-{i}", o.tier.name()))
+                    .spawn_scoped(s, move || uploader(ctx, o, rx, progress))
+                    .expect("spawn uploader");
+            }
+        }
+        let (pending_ref, abort_ref) = (&pending, &abort);
         let packer = std::thread::Builder::new()
             .name("packer".into())
-            .spawn_scoped(s, || {
-                packer(ctx, blob_rx, stored_pool_tx, &pending, &abort, progress)
+            .spawn_scoped(s, move || {
+                packer(
+                    ctx,
+                    blob_rx,
+                    stored_pool_tx,
+                    upload_txs,
+                    pending_ref,
+                    abort_ref,
+                    progress,
+                )
             })
             .expect("spawn packer");
         let chunked = chunk_stage(ctx, source, job_tx, raw_pool_rx, &pending, progress);
@@ -201,6 +263,35 @@ pub fn run(
     catalog.insert_snapshot(&manifest, ctx.tier.name())?;
     progress.event(&Event::SnapshotCommitted { id });
 
+    // Offsite: complete the tier (this run's manifest, and anything pending
+    // from earlier runs) unless it already failed during this run.
+    let mut tiers = vec![ctx.tier.clone()];
+    tiers.extend(ctx.offsite.iter().cloned());
+    let mut offsite_reports = Vec::new();
+    for (i, o) in offsite.iter().enumerate() {
+        catalog.set_snapshot_copy(&id, o.tier.name(), CopyState::Pending)?;
+        let failed = o.failed.lock().expect("offsite state").clone();
+        let reason = match failed {
+            Some(why) => Some(why),
+            None => match crate::replicate::sync_to(&catalog, &tiers, i + 1, progress) {
+                Ok(r) if r.problems.is_empty() => None,
+                Ok(r) => Some(r.problems.join("; ")),
+                Err(e) => Some(e.to_string()),
+            },
+        };
+        if let Some(why) = &reason {
+            progress.event(&Event::Warning(format!(
+                "offsite copy in tier {} is pending: {why}; run `coffer sync` when it is reachable",
+                o.tier.name()
+            )));
+        }
+        offsite_reports.push(OffsiteReport {
+            tier: o.tier.name().to_string(),
+            complete: reason.is_none(),
+            pending_reason: reason,
+        });
+    }
+
     Ok(BackupReport {
         id,
         job: req.job.clone(),
@@ -211,6 +302,7 @@ pub fn run(
         reused_chunks: stats.reused_chunks,
         packs: packer_stats.packs,
         seconds: started.elapsed().as_secs_f64(),
+        offsite: offsite_reports,
     })
 }
 
@@ -435,6 +527,7 @@ type SpoolWriter = BufWriter<tempfile::NamedTempFile>;
 
 struct Packer<'a> {
     ctx: &'a BackupContext,
+    uploads: Vec<Sender<vault_format::PackId>>,
     catalog: Catalog,
     pending: &'a Pending,
     progress: &'a dyn Progress,
@@ -500,6 +593,12 @@ impl Packer<'_> {
             id: done.id,
             tier: self.ctx.tier.name().to_string(),
         });
+        for (t, tx) in self.ctx.offsite.iter().zip(&self.uploads) {
+            self.catalog
+                .set_pack_copy(&done.id, t.name(), CopyState::Pending, false)?;
+            // A closed uploader (it never closes early) just leaves it pending.
+            let _ = tx.send(done.id);
+        }
         Ok(())
     }
 }
@@ -508,12 +607,14 @@ fn packer(
     ctx: &BackupContext,
     blobs: Receiver<Result<SealedBlob>>,
     stored_pool: Sender<Vec<u8>>,
+    uploads: Vec<Sender<vault_format::PackId>>,
     pending: &Pending,
     abort: &AtomicBool,
     progress: &dyn Progress,
 ) -> Result<PackerStats> {
     let mut p = Packer {
         ctx,
+        uploads,
         catalog: Catalog::open(&ctx.catalog_path)?,
         pending,
         progress,
@@ -542,4 +643,45 @@ fn packer(
         p.finish_pack(w)?;
     }
     Ok(p.stats)
+}
+
+/// Uploads packs to one offsite tier as the packer stores them locally.
+fn uploader(
+    ctx: &BackupContext,
+    o: &Offsite,
+    packs: Receiver<vault_format::PackId>,
+    progress: &dyn Progress,
+) {
+    let catalog = Catalog::open(&ctx.catalog_path).ok();
+    for id in packs {
+        if o.failed.lock().expect("offsite state").is_some() {
+            continue;
+        }
+        let key = keys::pack(&id);
+        let r = match ctx.tier.local_path(&key) {
+            Some(path) => o.tier.put_file(&key, &path),
+            None => ctx.tier.get(&key).and_then(|b| o.tier.put_bytes(&key, &b)),
+        };
+        match r {
+            Ok(_) => {
+                if let Some(c) = &catalog {
+                    let _ = c.set_pack_copy(&id, o.tier.name(), CopyState::Present, false);
+                }
+                progress.event(&Event::PackStored {
+                    id,
+                    tier: o.tier.name().to_string(),
+                });
+            }
+            Err(e) => {
+                let mut f = o.failed.lock().expect("offsite state");
+                if f.is_none() {
+                    progress.event(&Event::Warning(format!(
+                        "upload to tier {} failed, its copies stay pending: {e}",
+                        o.tier.name()
+                    )));
+                    *f = Some(e.to_string());
+                }
+            }
+        }
+    }
 }

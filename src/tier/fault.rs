@@ -72,4 +72,7 @@ impl Tier for FaultTier {
     fn spool_dir(&self) -> Option<&Path> {
         self.inner.spool_dir()
     }
+    fn local_path(&self, key: &str) -> Option<std::path::PathBuf> {
+        self.inner.local_path(key)
+    }
 }

@@ -241,6 +241,10 @@ impl Tier for LocalTier {
     fn spool_dir(&self) -> Option<&Path> {
         Some(&self.tmp)
     }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        Some(self.root.join(key))
+    }
 }
 
 #[cfg(test)]

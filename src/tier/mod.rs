@@ -16,6 +16,7 @@
 pub mod fault;
 pub mod keys;
 pub mod local;
+pub mod s3;
 
 use std::io::{Read, Seek};
 use std::path::Path;
@@ -129,6 +130,12 @@ pub trait Tier: Send + Sync {
     /// A directory on the same filesystem where packs can be spooled while
     /// they are sealed, so that storing them is a link, not a copy.
     fn spool_dir(&self) -> Option<&Path> {
+        None
+    }
+
+    /// The file holding an object, for tiers that are local directories:
+    /// lets replication upload straight from it.
+    fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
         None
     }
 }

@@ -1,0 +1,293 @@
+//! Replication between tiers: make a tier hold every pack and manifest the
+//! catalog knows, copying byte for byte from another tier (no re-encryption,
+//! no re-chunking). Used by `coffer sync` and at the end of every backup.
+//!
+//! Order keeps "commit last" true on every tier: all packs first, and a
+//! manifest only once the target holds every pack (if any pack could not be
+//! copied, no manifest is). Every put is put-if-absent and every catalog
+//! update follows the put, so an interrupted sync is simply run again.
+//!
+//! A pack fetched from a tier that is not a local directory is spooled to a
+//! file while its BLAKE3 is computed; a copy whose hash does not match its id
+//! is not propagated, and the next source is tried.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use serde::Serialize;
+use vault_format::{PackId, SnapshotId};
+
+use crate::catalog::{Catalog, CopyState};
+use crate::error::Result;
+use crate::progress::{Event, Progress};
+use crate::tier::{keys, Tier, TierError};
+
+/// What a sync did for one target tier (`--json` of `coffer sync`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncReport {
+    /// Target tier.
+    pub tier: String,
+    /// Packs copied into it.
+    pub packs_copied: u64,
+    /// Ciphertext bytes copied.
+    pub bytes_copied: u64,
+    /// Manifests copied into it.
+    pub manifests_copied: u64,
+    /// What could not be done (pack or snapshot, why).
+    pub problems: Vec<String>,
+}
+
+fn keyset(t: &dyn Tier, prefix: &str) -> Result<HashSet<String>, TierError> {
+    Ok(t.list(prefix)?.into_iter().map(|o| o.key).collect())
+}
+
+/// Brings `target` (an index into `tiers`) up to date with the catalog.
+///
+/// # Errors
+/// When the target cannot be listed at all (e.g. unreachable); individual
+/// objects that cannot be copied are reported in `problems`.
+pub fn sync_to(
+    catalog: &Catalog,
+    tiers: &[Arc<dyn Tier>],
+    target: usize,
+    progress: &dyn Progress,
+) -> Result<SyncReport> {
+    let t = &tiers[target];
+    let mut rep = SyncReport {
+        tier: t.name().to_string(),
+        ..Default::default()
+    };
+    let have = keyset(&**t, keys::PACKS)?;
+    let states = catalog.pack_states(t.name())?;
+    // Listings of the other tiers, fetched lazily (only if something is missing).
+    let mut others: Option<Vec<(usize, HashSet<String>)>> = None;
+    for (id, size) in catalog.packs()? {
+        let key = keys::pack(&id);
+        let state = states.get(&id).copied();
+        let present = have.contains(&key) && state != Some(CopyState::Corrupt);
+        if present {
+            if state != Some(CopyState::Present) {
+                catalog.set_pack_copy(&id, t.name(), CopyState::Present, false)?;
+            }
+            continue;
+        }
+        let sources = match &others {
+            Some(o) => o,
+            None => {
+                let mut o = Vec::new();
+                for (i, s) in tiers.iter().enumerate() {
+                    if i != target {
+                        if let Ok(k) = keyset(&**s, keys::PACKS) {
+                            o.push((i, k));
+                        }
+                    }
+                }
+                others.insert(o)
+            }
+        };
+        let mut done = false;
+        let mut why = Vec::new();
+        for (i, listing) in sources.iter() {
+            let s = &tiers[*i];
+            if !listing.contains(&key)
+                || catalog.pack_states(s.name())?.get(&id) == Some(&CopyState::Corrupt)
+            {
+                continue;
+            }
+            if state == Some(CopyState::Corrupt) {
+                // Objects are immutable, but a damaged copy must go before the
+                // good one can take its name.
+                let _ = t.delete(&key);
+            }
+            match copy_pack(&**s, &**t, &id, &key) {
+                Ok(()) => {
+                    catalog.set_pack_copy(&id, t.name(), CopyState::Present, true)?;
+                    rep.packs_copied += 1;
+                    rep.bytes_copied += size;
+                    progress.advance(size);
+                    progress.event(&Event::PackStored {
+                        id,
+                        tier: t.name().to_string(),
+                    });
+                    done = true;
+                    break;
+                }
+                Err(e) => why.push(format!("from {}: {e}", s.name())),
+            }
+        }
+        if !done {
+            catalog.set_pack_copy(&id, t.name(), CopyState::Pending, false)?;
+            rep.problems.push(if why.is_empty() {
+                format!("pack {id} is in no other tier to copy it from")
+            } else {
+                format!(
+                    "pack {id} could not be copied to {}: {}",
+                    t.name(),
+                    why.join("; ")
+                )
+            });
+        }
+    }
+    if !rep.problems.is_empty() {
+        rep.problems.push(format!(
+            "manifests were not copied to {}: a snapshot is only offered on a tier that holds all its packs",
+            t.name()
+        ));
+        return Ok(rep);
+    }
+    let have = keyset(&**t, keys::SNAPSHOTS)?;
+    let snap_states = catalog.snapshot_states(t.name())?;
+    for s in catalog.snapshots(None)? {
+        let key = keys::snapshot(&s.id);
+        if have.contains(&key) {
+            if snap_states.get(&s.id) != Some(&CopyState::Present) {
+                catalog.set_snapshot_copy(&s.id, t.name(), CopyState::Present)?;
+            }
+            continue;
+        }
+        match copy_manifest(tiers, target, &s.id, &key) {
+            Ok(()) => {
+                catalog.set_snapshot_copy(&s.id, t.name(), CopyState::Present)?;
+                rep.manifests_copied += 1;
+                progress.event(&Event::ManifestStored { id: s.id });
+            }
+            Err(e) => {
+                catalog.set_snapshot_copy(&s.id, t.name(), CopyState::Pending)?;
+                rep.problems.push(format!(
+                    "manifest of snapshot {} could not be copied to {}: {e}",
+                    s.id,
+                    t.name()
+                ));
+            }
+        }
+    }
+    Ok(rep)
+}
+
+fn copy_manifest(
+    tiers: &[Arc<dyn Tier>],
+    target: usize,
+    _id: &SnapshotId,
+    key: &str,
+) -> Result<(), String> {
+    let mut why = Vec::new();
+    for (i, s) in tiers.iter().enumerate() {
+        if i == target {
+            continue;
+        }
+        match s.get(key) {
+            Ok(b) => {
+                return tiers[target]
+                    .put_bytes(key, &b)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => why.push(e.to_string()),
+        }
+    }
+    Err(why.join("; "))
+}
+
+/// Copies one pack, checking its hash on the way when it is downloaded.
+fn copy_pack(src: &dyn Tier, dst: &dyn Tier, id: &PackId, key: &str) -> Result<(), String> {
+    if let Some(path) = src.local_path(key).filter(|p| p.is_file()) {
+        return dst
+            .put_file(key, &path)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+    }
+    let dir = dst
+        .spool_dir()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(std::env::temp_dir);
+    let mut spool = tempfile::Builder::new()
+        .prefix("sync-")
+        .tempfile_in(&dir)
+        .map_err(|e| format!("spool in {}: {e}", dir.display()))?;
+    let mut r = src.open(key).map_err(|e| e.to_string())?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    {
+        let f = spool.as_file_mut();
+        loop {
+            let n = r.read(&mut buf).map_err(|e| format!("download: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            f.write_all(&buf[..n]).map_err(|e| format!("spool: {e}"))?;
+        }
+        f.sync_data().map_err(|e| format!("spool: {e}"))?;
+    }
+    if h.finalize().as_bytes() != id.as_bytes() {
+        return Err(format!(
+            "the copy in {} is corrupt (its bytes do not hash to its id)",
+            src.name()
+        ));
+    }
+    dst.put_file(key, spool.path())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Per-tier replication state (`coffer status`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TierStatus {
+    /// Tier name.
+    pub tier: String,
+    /// Snapshots in the catalog.
+    pub snapshots: u64,
+    /// Snapshots whose manifest (and therefore every pack) is in this tier.
+    pub snapshots_complete: u64,
+    /// Packs not (yet) known to be in this tier: pending, missing or corrupt.
+    pub packs_pending: u64,
+    /// Their ciphertext bytes.
+    pub bytes_pending: u64,
+    /// Newest snapshot complete in this tier (RFC 3339), if any.
+    pub newest_complete: Option<String>,
+    /// Its age in seconds.
+    pub newest_complete_age_seconds: Option<u64>,
+}
+
+/// Replication state of every tier, from the catalog.
+///
+/// # Errors
+/// Catalog errors.
+pub fn status(catalog: &Catalog, tiers: &[Arc<dyn Tier>]) -> Result<Vec<TierStatus>> {
+    let packs = catalog.packs()?;
+    let snaps = catalog.snapshots(None)?;
+    let mut out = Vec::new();
+    for t in tiers {
+        let ps = catalog.pack_states(t.name())?;
+        let ss = catalog.snapshot_states(t.name())?;
+        let (mut n, mut bytes) = (0, 0);
+        for (id, size) in &packs {
+            if ps.get(id) != Some(&CopyState::Present) {
+                n += 1;
+                bytes += size;
+            }
+        }
+        let complete: Vec<_> = snaps
+            .iter()
+            .filter(|s| ss.get(&s.id) == Some(&CopyState::Present))
+            .collect();
+        let newest = complete.iter().map(|s| s.created.clone()).max();
+        let age = newest.as_ref().and_then(|c| {
+            humantime::parse_rfc3339(c)
+                .ok()
+                .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+                .map(|d| d.as_secs())
+        });
+        out.push(TierStatus {
+            tier: t.name().to_string(),
+            snapshots: snaps.len() as u64,
+            snapshots_complete: complete.len() as u64,
+            packs_pending: n,
+            bytes_pending: bytes,
+            newest_complete: newest,
+            newest_complete_age_seconds: age,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,586 @@
+//! A tier in an S3 bucket (AWS S3 or any store speaking the same calls:
+//! MinIO, Ceph, Garage, SeaweedFS, R2, B2).
+//!
+//! - Credentials come from the standard AWS chain (environment, shared
+//!   profile, SSO, container and instance roles); they never appear in the
+//!   settings unless the operator puts them in a profile, never in argv,
+//!   logs or errors.
+//! - Objects are written once: `PutObject` with `If-None-Match: *`; a `412`
+//!   means the object exists (a no-op, not an overwrite). A store that
+//!   answers `501 Not Implemented` to the condition is remembered, and from
+//!   then on coffer HEADs before it PUTs: racy between two writers, but keys
+//!   are content addresses, so a race can only rewrite identical bytes.
+//! - With Object Lock configured, every object is written with a retention
+//!   (governance or compliance mode, N days), so a stolen credential cannot
+//!   delete history before its time; a refused delete is reported as
+//!   "retained", which prune (later) treats as such.
+//! - The SDK's standard retry mode retries throttling and 5xx with
+//!   exponential backoff and jitter; connect and per-attempt timeouts bound
+//!   a dead endpoint. Uploads stream from the spooled pack file; reads are
+//!   ranged GETs through a seekable reader, so a restore that needs a few
+//!   blobs of a pack fetches only those ranges.
+//!
+//! The trait is synchronous (the pipelines are threads); each call runs on a
+//! small tokio runtime owned by the tier. Never call it from async code.
+
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ObjectLockMode, StorageClass};
+use serde::{Deserialize, Serialize};
+
+use super::{ObjectInfo, Put, ReadSeek, Tier, TierError};
+
+/// `[s3]` in the settings file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct S3Settings {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix inside the bucket (`""` or ending in `/`).
+    #[serde(default)]
+    pub prefix: String,
+    /// Region [default: from the AWS environment/profile, else us-east-1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Endpoint URL for S3-compatible stores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Path-style addressing [default: true when an endpoint is set].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_style: Option<bool>,
+    /// Storage class for packs and manifests (e.g. `STANDARD_IA`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    /// Object Lock mode: `governance` or `compliance`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock_mode: Option<String>,
+    /// Object Lock retention in days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock_days: Option<u32>,
+}
+
+impl S3Settings {
+    /// Parses `s3://BUCKET/PREFIX`.
+    ///
+    /// # Errors
+    /// A message saying what an S3 URL looks like.
+    pub fn from_url(url: &str) -> Result<Self, String> {
+        let rest = url.strip_prefix("s3://").ok_or_else(|| {
+            format!("{url:?} is not an S3 URL; write s3://BUCKET or s3://BUCKET/PREFIX")
+        })?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("{url:?} names no bucket; write s3://BUCKET/PREFIX"));
+        }
+        let prefix = prefix.trim_matches('/');
+        Ok(S3Settings {
+            bucket: bucket.to_string(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+            region: None,
+            endpoint: None,
+            path_style: None,
+            storage_class: None,
+            object_lock_mode: None,
+            object_lock_days: None,
+        })
+    }
+
+    /// `s3://bucket/prefix` for messages.
+    pub fn url(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
+/// The S3 tier.
+pub struct S3Tier {
+    name: String,
+    client: aws_sdk_s3::Client,
+    rt: Arc<tokio::runtime::Runtime>,
+    settings: S3Settings,
+    lock: Option<(ObjectLockMode, u32)>,
+    no_conditional_put: AtomicBool,
+}
+
+const READ_WINDOW_MIN: usize = 1 << 20;
+const READ_WINDOW_MAX: usize = 16 << 20;
+
+impl S3Tier {
+    /// Connects (lazily: no request is made until the first call).
+    ///
+    /// # Errors
+    /// [`TierError::Remote`] for invalid settings.
+    pub fn new(name: &str, settings: &S3Settings) -> Result<Self, TierError> {
+        let bad = |detail: String| TierError::Remote {
+            tier: name.to_string(),
+            op: "configure",
+            key: settings.url(),
+            detail,
+        };
+        let lock = match (&settings.object_lock_mode, settings.object_lock_days) {
+            (None, None) => None,
+            (Some(m), Some(d)) if d > 0 => Some((
+                match m.to_ascii_lowercase().as_str() {
+                    "governance" => ObjectLockMode::Governance,
+                    "compliance" => ObjectLockMode::Compliance,
+                    other => {
+                        return Err(bad(format!(
+                            "object_lock_mode {other:?} must be governance or compliance"
+                        )))
+                    }
+                },
+                d,
+            )),
+            _ => {
+                return Err(bad(
+                    "object lock needs both object_lock_mode and object_lock_days (> 0)".into(),
+                ))
+            }
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("s3-io")
+            .enable_all()
+            .build()
+            .map_err(|e| bad(format!("cannot start the I/O runtime: {e}")))?;
+        let s = settings.clone();
+        let sdk = rt.block_on(async move {
+            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(4))
+                .timeout_config(
+                    aws_config::timeout::TimeoutConfig::builder()
+                        .connect_timeout(Duration::from_secs(5))
+                        .operation_attempt_timeout(Duration::from_secs(300))
+                        .build(),
+                );
+            if let Some(r) = &s.region {
+                loader = loader.region(aws_config::Region::new(r.clone()));
+            }
+            if let Some(e) = &s.endpoint {
+                loader = loader.endpoint_url(e);
+            }
+            loader.load().await
+        });
+        let mut b = aws_sdk_s3::config::Builder::from(&sdk);
+        if sdk.region().is_none() {
+            b = b.region(aws_sdk_s3::config::Region::new("us-east-1"));
+        }
+        b = b.force_path_style(settings.path_style.unwrap_or(settings.endpoint.is_some()));
+        Ok(S3Tier {
+            name: name.to_string(),
+            client: aws_sdk_s3::Client::from_conf(b.build()),
+            rt: Arc::new(rt),
+            settings: settings.clone(),
+            lock,
+            no_conditional_put: AtomicBool::new(false),
+        })
+    }
+
+    /// The settings this tier was made from.
+    pub fn settings(&self) -> &S3Settings {
+        &self.settings
+    }
+
+    fn full(&self, key: &str) -> String {
+        format!("{}{key}", self.settings.prefix)
+    }
+
+    fn err<E: ProvideErrorMetadata + std::error::Error + 'static>(
+        &self,
+        op: &'static str,
+        key: &str,
+        e: SdkError<E>,
+    ) -> TierError {
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let code = e.code().map(str::to_string);
+        if status == Some(404) || matches!(code.as_deref(), Some("NoSuchKey" | "NotFound")) {
+            return TierError::NotFound {
+                tier: self.name.clone(),
+                key: key.to_string(),
+            };
+        }
+        let detail = match (&e, status, code.as_deref()) {
+            (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _, _) => format!(
+                "cannot reach {} ({}); the copy stays pending and `coffer sync` uploads it later",
+                self.settings.endpoint.as_deref().unwrap_or("the S3 endpoint"),
+                source_chain(&e)
+            ),
+            (_, _, Some(c @ ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "ExpiredToken"))) => format!(
+                "S3 refused the credentials or permissions ({c}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile, and the bucket policy"
+            ),
+            (_, _, Some("NoSuchBucket")) => format!("bucket {:?} does not exist; create it first", self.settings.bucket),
+            (_, s, c) => format!(
+                "{} (HTTP {}{})",
+                e.message().unwrap_or("request failed"),
+                s.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                c.map(|c| format!(", {c}")).unwrap_or_default()
+            ),
+        };
+        TierError::Remote {
+            tier: self.name.clone(),
+            op,
+            key: key.to_string(),
+            detail,
+        }
+    }
+
+    fn put(&self, key: &str, body: Body<'_>) -> Result<Put, TierError> {
+        if self.no_conditional_put.load(Ordering::Relaxed) && self.head(key)?.is_some() {
+            return Ok(Put::AlreadyExisted);
+        }
+        let conditional = !self.no_conditional_put.load(Ordering::Relaxed);
+        let r = self.rt.block_on(async {
+            let stream = match &body {
+                Body::Bytes(b) => ByteStream::from(b.to_vec()),
+                Body::File(p) => ByteStream::from_path(p).await.map_err(|e| TierError::Io {
+                    tier: self.name.clone(),
+                    op: "put",
+                    key: key.to_string(),
+                    source: io::Error::other(e.to_string()),
+                })?,
+            };
+            let mut req = self
+                .client
+                .put_object()
+                .bucket(&self.settings.bucket)
+                .key(self.full(key))
+                .body(stream);
+            if conditional {
+                req = req.if_none_match("*");
+            }
+            if let Some(c) = &self.settings.storage_class {
+                req = req.storage_class(StorageClass::from(c.as_str()));
+            }
+            if let Some((mode, days)) = &self.lock {
+                let until = SystemTime::now() + Duration::from_secs(u64::from(*days) * 86_400);
+                req = req
+                    .object_lock_mode(mode.clone())
+                    .object_lock_retain_until_date(aws_smithy_types::DateTime::from(until));
+            }
+            Ok::<_, TierError>(req.send().await)
+        })?;
+        match r {
+            Ok(_) => Ok(Put::Created),
+            Err(e) => {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                match status {
+                    Some(412) => Ok(Put::AlreadyExisted),
+                    Some(501) if conditional => {
+                        // The store does not implement conditional writes:
+                        // fall back to HEAD-then-PUT (documented above).
+                        self.no_conditional_put.store(true, Ordering::Relaxed);
+                        self.put(key, body)
+                    }
+                    _ => Err(self.err("put", key, e)),
+                }
+            }
+        }
+    }
+}
+
+enum Body<'a> {
+    Bytes(&'a [u8]),
+    File(&'a Path),
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    if parts.is_empty() {
+        e.to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
+impl Tier for S3Tier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn put_bytes(&self, key: &str, data: &[u8]) -> Result<Put, TierError> {
+        self.put(key, Body::Bytes(data))
+    }
+
+    fn put_file(&self, key: &str, path: &Path) -> Result<Put, TierError> {
+        self.put(key, Body::File(path))
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>, TierError> {
+        self.rt.block_on(async {
+            let r = self
+                .client
+                .get_object()
+                .bucket(&self.settings.bucket)
+                .key(self.full(key))
+                .send()
+                .await
+                .map_err(|e| self.err("get", key, e))?;
+            let b = r.body.collect().await.map_err(|e| TierError::Remote {
+                tier: self.name.clone(),
+                op: "get",
+                key: key.to_string(),
+                detail: format!("download interrupted: {e}"),
+            })?;
+            Ok(b.into_bytes().to_vec())
+        })
+    }
+
+    fn open(&self, key: &str) -> Result<Box<dyn ReadSeek>, TierError> {
+        let size = self.head(key)?.ok_or_else(|| TierError::NotFound {
+            tier: self.name.clone(),
+            key: key.to_string(),
+        })?;
+        Ok(Box::new(RangeReader {
+            tier: self.clone_handle(),
+            key: key.to_string(),
+            size,
+            pos: 0,
+            buf: Vec::new(),
+            buf_start: 0,
+            window: READ_WINDOW_MIN,
+        }))
+    }
+
+    fn head(&self, key: &str) -> Result<Option<u64>, TierError> {
+        let r = self.rt.block_on(
+            self.client
+                .head_object()
+                .bucket(&self.settings.bucket)
+                .key(self.full(key))
+                .send(),
+        );
+        match r {
+            Ok(o) => Ok(Some(o.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) => match self.err("head", key, e) {
+                TierError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, TierError> {
+        let full = self.full(prefix);
+        self.rt.block_on(async {
+            let mut out = Vec::new();
+            let mut pages = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.settings.bucket)
+                .prefix(&full)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| self.err("list", prefix, e))?;
+                for o in page.contents() {
+                    if let Some(k) = o.key().and_then(|k| k.strip_prefix(&self.settings.prefix)) {
+                        out.push(ObjectInfo {
+                            key: k.to_string(),
+                            size: o.size().unwrap_or(0).max(0) as u64,
+                        });
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<(), TierError> {
+        let r = self.rt.block_on(
+            self.client
+                .delete_object()
+                .bucket(&self.settings.bucket)
+                .key(self.full(key))
+                .send(),
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => match self.err("delete", key, e) {
+                TierError::NotFound { .. } => Ok(()),
+                TierError::Remote { detail, .. }
+                    if self.lock.is_some() && detail.contains("AccessDenied") =>
+                {
+                    Err(TierError::Remote {
+                        tier: self.name.clone(),
+                        op: "delete",
+                        key: key.to_string(),
+                        detail: "retained by S3 Object Lock (delete refused)".into(),
+                    })
+                }
+                other => Err(other),
+            },
+        }
+    }
+}
+
+impl S3Tier {
+    fn clone_handle(&self) -> S3Handle {
+        S3Handle {
+            name: self.name.clone(),
+            client: self.client.clone(),
+            rt: self.rt.clone(),
+            settings: self.settings.clone(),
+        }
+    }
+
+    /// Deletes one version of an object (tests of Object Lock, and prune
+    /// later). A refused delete of a locked version is reported as retained.
+    ///
+    /// # Errors
+    /// [`TierError::Remote`] with "retained by S3 Object Lock" when refused.
+    pub fn delete_all_versions(&self, key: &str) -> Result<(), TierError> {
+        self.rt.block_on(async {
+            let vs = self
+                .client
+                .list_object_versions()
+                .bucket(&self.settings.bucket)
+                .prefix(self.full(key))
+                .send()
+                .await
+                .map_err(|e| self.err("list versions", key, e))?;
+            for v in vs.versions() {
+                if v.key() != Some(self.full(key).as_str()) {
+                    continue;
+                }
+                let r = self
+                    .client
+                    .delete_object()
+                    .bucket(&self.settings.bucket)
+                    .key(self.full(key))
+                    .set_version_id(v.version_id().map(str::to_string))
+                    .send()
+                    .await;
+                if let Err(e) = r {
+                    let status = e.raw_response().map(|r| r.status().as_u16());
+                    return Err(if status == Some(403) {
+                        TierError::Remote {
+                            tier: self.name.clone(),
+                            op: "delete",
+                            key: key.to_string(),
+                            detail: "retained by S3 Object Lock (delete refused)".into(),
+                        }
+                    } else {
+                        self.err("delete", key, e)
+                    });
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// What a reader needs of the tier (cheap clones).
+struct S3Handle {
+    name: String,
+    client: aws_sdk_s3::Client,
+    rt: Arc<tokio::runtime::Runtime>,
+    settings: S3Settings,
+}
+
+/// A seekable reader over ranged GETs. The window doubles while reads are
+/// sequential (a whole-pack read costs few requests) and starts small after
+/// a seek (a restore that needs one blob fetches little more than it).
+struct RangeReader {
+    tier: S3Handle,
+    key: String,
+    size: u64,
+    pos: u64,
+    buf: Vec<u8>,
+    buf_start: u64,
+    window: usize,
+}
+
+impl RangeReader {
+    fn fill(&mut self) -> io::Result<()> {
+        let len = (self.window as u64).min(self.size - self.pos);
+        let t = &self.tier;
+        let full = format!("{}{}", t.settings.prefix, self.key);
+        let r = t.rt.block_on(async {
+            let o = t
+                .client
+                .get_object()
+                .bucket(&t.settings.bucket)
+                .key(&full)
+                .range(format!("bytes={}-{}", self.pos, self.pos + len - 1))
+                .send()
+                .await
+                .map_err(|e| {
+                    io::Error::other(format!(
+                        "tier {}: get {}: {}",
+                        t.name,
+                        self.key,
+                        e.message().unwrap_or("request failed")
+                    ))
+                })?;
+            o.body
+                .collect()
+                .await
+                .map(|b| b.into_bytes().to_vec())
+                .map_err(|e| io::Error::other(format!("tier {}: get {}: {e}", t.name, self.key)))
+        })?;
+        if r.len() as u64 != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "short ranged read",
+            ));
+        }
+        self.buf = r;
+        self.buf_start = self.pos;
+        self.window = (self.window * 2).min(READ_WINDOW_MAX);
+        Ok(())
+    }
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.size || out.is_empty() {
+            return Ok(0);
+        }
+        let in_buf =
+            self.pos >= self.buf_start && self.pos < self.buf_start + self.buf.len() as u64;
+        if !in_buf {
+            self.fill()?;
+        }
+        let off = (self.pos - self.buf_start) as usize;
+        let n = out.len().min(self.buf.len() - off);
+        out[..n].copy_from_slice(&self.buf[off..off + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for RangeReader {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let new = match to {
+            SeekFrom::Start(n) => n as i128,
+            SeekFrom::End(d) => self.size as i128 + d as i128,
+            SeekFrom::Current(d) => self.pos as i128 + d as i128,
+        };
+        if new < 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before start",
+            ));
+        }
+        let new = new as u64;
+        let in_buf = new >= self.buf_start && new <= self.buf_start + self.buf.len() as u64;
+        if !in_buf {
+            self.window = READ_WINDOW_MIN;
+        }
+        self.pos = new;
+        Ok(new)
+    }
+}

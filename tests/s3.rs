@@ -1,0 +1,468 @@
+//! The offsite S3 tier against real S3 servers the suite starts itself:
+//! s3s-fs in process for the fast cases, SeaweedFS (a production S3
+//! server) for the end-to-end disaster recovery and Object Lock.
+
+#[path = "support/s3.rs"]
+mod s3;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use s3::S3Server;
+
+const BIN: &str = env!("CARGO_BIN_EXE_coffer");
+
+/// A host: its own config dir, local vault and HOME.
+struct Host {
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    endpoint: String,
+}
+
+impl Host {
+    fn new(server: &S3Server) -> Host {
+        Host {
+            dir: tempfile::tempdir().unwrap(),
+            env: server.env(),
+            endpoint: server.endpoint(),
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.path("home"))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .arg("--config")
+            .arg(self.path("cfg/config.toml"));
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "coffer {args:?} failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn init(&self, bucket_url: &str, extra: &[&str]) -> serde_json::Value {
+        let local = self.path("vault");
+        let mut args = vec![
+            "--json",
+            "init",
+            "--local",
+            local.to_str().unwrap(),
+            "--s3",
+            bucket_url,
+            "--s3-endpoint",
+            &self.endpoint,
+        ];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&self.ok(&args)).unwrap()
+    }
+
+    fn backup(&self, file: &Path) -> (String, Output) {
+        let o = self.run(&["backup", file.to_str().unwrap()]);
+        (String::from_utf8_lossy(&o.stdout).trim().to_string(), o)
+    }
+
+    fn status(&self, tier: &str) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["--json", "status"])).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["tier"] == tier)
+            .unwrap()
+            .clone()
+    }
+}
+
+fn noise(path: &Path, len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(path, &data).unwrap();
+    data
+}
+
+fn keys_under(server: &S3Server, prefix: &str) -> Vec<String> {
+    let client = server.client();
+    let bucket = server.bucket().to_string();
+    let prefix = prefix.to_string();
+    s3::run_async(async move {
+        let mut out = Vec::new();
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(p) = pages.next().await {
+            for o in p.unwrap().contents() {
+                out.push(o.key().unwrap().to_string());
+            }
+        }
+        out.sort();
+        out
+    })
+}
+
+fn local_keys(root: &Path, sub: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in walk(&root.join(sub)) {
+        out.push(e.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+    }
+    out.sort();
+    out
+}
+
+fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap().path();
+        if e.is_dir() {
+            out.extend(walk(&e));
+        } else {
+            out.push(e);
+        }
+    }
+    out
+}
+
+#[test]
+fn backup_lands_in_both_tiers_and_restores_from_s3_alone() {
+    let server = s3::s3s_fs();
+    let h = Host::new(&server);
+    h.init(&format!("s3://{}/vault", server.bucket()), &[]);
+    let data = noise(&h.path("in.bin"), 70 << 20, 1);
+    let (id, o) = h.backup(&h.path("in.bin"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let local = local_keys(&h.path("vault"), "packs");
+    let remote: Vec<_> = keys_under(&server, "vault/packs/")
+        .into_iter()
+        .map(|k| k.trim_start_matches("vault/").to_string())
+        .collect();
+    assert!(local.len() >= 2, "{local:?}");
+    assert_eq!(local, remote, "every pack is in both tiers");
+    assert_eq!(
+        keys_under(&server, &format!("vault/snapshots/{id}")).len(),
+        1
+    );
+    let s3s = h.status("s3");
+    assert_eq!(s3s["packs_pending"], 0);
+    assert_eq!(s3s["snapshots_complete"], 1);
+
+    // The local tier loses its packs: restore falls back to S3 per pack.
+    std::fs::remove_dir_all(h.path("vault/packs")).unwrap();
+    std::fs::create_dir(h.path("vault/packs")).unwrap();
+    let o = h.run(&["restore", &id, "--to", h.path("out1").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(h.path("out1")).unwrap(), data);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("missing in tier local") && err.contains("from tier s3"),
+        "{err}"
+    );
+    h.ok(&[
+        "restore",
+        &id,
+        "--tier",
+        "s3",
+        "--to",
+        h.path("out2").to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(h.path("out2")).unwrap(), data);
+
+    // sync repairs the local tier from S3, byte for byte.
+    h.ok(&["sync"]);
+    assert_eq!(local_keys(&h.path("vault"), "packs"), local);
+    h.ok(&[
+        "restore",
+        &id,
+        "--tier",
+        "local",
+        "--to",
+        h.path("out3").to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(h.path("out3")).unwrap(), data);
+}
+
+#[test]
+fn s3_stopped_mid_backup_leaves_it_pending_until_sync() {
+    let server = s3::s3s_fs();
+    let h = Host::new(&server);
+    h.init(&format!("s3://{}/", server.bucket()), &[]);
+    let data = noise(&h.path("in.bin"), 160 << 20, 2);
+    let mut child = h
+        .cmd()
+        .args(["-v", "backup", h.path("in.bin").to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        log.push_str(&line);
+        if line.contains("pack stored") && line.trim_end().ends_with("in s3") {
+            server.stop();
+            break;
+        }
+        line.clear();
+    }
+    assert!(
+        !server.is_running(),
+        "no pack reached S3 before the end: {log}"
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "offsite pending is exit 3: {log}{rest}"
+    );
+    assert!(rest.contains("PENDING"), "{rest}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(id.len(), 32);
+
+    server.start_again();
+    let pending = h.status("s3");
+    assert!(pending["packs_pending"].as_u64().unwrap() > 0, "{pending}");
+    assert_eq!(pending["snapshots_complete"], 0);
+    assert_eq!(h.status("local")["snapshots_complete"], 1);
+
+    h.ok(&["sync"]);
+    let done = h.status("s3");
+    assert_eq!(done["packs_pending"], 0, "{done}");
+    assert_eq!(done["snapshots_complete"], 1);
+    // Safe to re-run: nothing left to copy.
+    let again: serde_json::Value = serde_json::from_str(&h.ok(&["--json", "sync"])).unwrap();
+    assert!(again
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["packs_copied"] == 0 && r["manifests_copied"] == 0));
+    h.ok(&[
+        "restore",
+        &id,
+        "--tier",
+        "s3",
+        "--to",
+        h.path("out").to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(h.path("out")).unwrap(), data);
+}
+
+#[test]
+fn a_pack_corrupt_in_one_tier_is_read_from_the_other() {
+    let server = s3::s3s_fs();
+    let h = Host::new(&server);
+    h.init(&format!("s3://{}/v", server.bucket()), &[]);
+    let data = noise(&h.path("in.bin"), 40 << 20, 3);
+    let (id, o) = h.backup(&h.path("in.bin"));
+    assert!(o.status.success());
+    let packs = walk(&h.path("vault/packs"));
+    let victim = packs[0].clone();
+    let pack_id = victim.file_name().unwrap().to_string_lossy().into_owned();
+    let good = std::fs::read(&victim).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    std::fs::write(&victim, &bad).unwrap();
+
+    let o = h.run(&["restore", &id, "--to", h.path("out").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(h.path("out")).unwrap(), data);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&pack_id) && err.contains("corrupt") && err.contains("tier s3"),
+        "{err}"
+    );
+
+    // verify names it; sync replaces the damaged local copy from S3.
+    let v = h.run(&["verify"]);
+    assert_eq!(v.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&v.stderr).contains(&pack_id));
+    h.ok(&["sync"]);
+    assert_eq!(std::fs::read(&victim).unwrap(), good);
+    assert_eq!(h.run(&["verify"]).status.code(), Some(0));
+
+    // Damaged in S3 instead: a restore from S3 alone names pack and tier;
+    // the default order (local first) is unaffected.
+    let client = server.client();
+    let (bucket, key) = (
+        server.bucket().to_string(),
+        format!("v/packs/{}/{pack_id}", &pack_id[..2]),
+    );
+    s3::run_async(async move {
+        client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(bad.into())
+            .send()
+            .await
+            .unwrap();
+    });
+    let o = h.run(&[
+        "restore",
+        &id,
+        "--tier",
+        "s3",
+        "--to",
+        h.path("out2").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&pack_id) && err.contains("s3") && err.contains(&id),
+        "{err}"
+    );
+    assert!(!h.path("out2").exists());
+    h.ok(&["restore", &id, "--to", h.path("out3").to_str().unwrap()]);
+}
+
+#[test]
+fn wrong_credentials_give_a_clear_error() {
+    let server = s3::s3s_fs();
+    let mut h = Host::new(&server);
+    let secret = "not-the-secret-key-0123456789";
+    for (k, v) in h.env.iter_mut() {
+        if k == "AWS_SECRET_ACCESS_KEY" {
+            *v = secret.into();
+        }
+    }
+    let local = h.path("vault");
+    let url = format!("s3://{}/x", server.bucket());
+    let o = h.run(&[
+        "init",
+        "--local",
+        local.to_str().unwrap(),
+        "--s3",
+        &url,
+        "--s3-endpoint",
+        &h.endpoint,
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("refused the credentials"), "{err}");
+    assert!(!err.contains(secret), "the secret leaked: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(!h.path("cfg/config.toml").exists());
+}
+
+#[test]
+fn fresh_machine_recovers_from_the_bucket_alone() {
+    let server = s3::seaweedfs(false);
+    let a = Host::new(&server);
+    let url = format!("s3://{}/prod", server.bucket());
+    a.init(&url, &[]);
+    let data = noise(&a.path("in.bin"), 50 << 20, 4);
+    let (id, o) = a.backup(&a.path("in.bin"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let identity = a.path("cfg/identity.txt");
+
+    // A new machine: nothing but the bucket, the settings it is told and the identity.
+    let b = Host::new(&server);
+    let rep = b.init(&url, &["--identity", identity.to_str().unwrap()]);
+    assert_eq!(rep["attached"], true, "{rep}");
+    let rebuilt: serde_json::Value =
+        serde_json::from_str(&b.ok(&["--json", "index", "rebuild", "--tier", "s3"])).unwrap();
+    assert_eq!(rebuilt["snapshots"], 1, "{rebuilt}");
+    let snaps: serde_json::Value = serde_json::from_str(&b.ok(&["--json", "snapshots"])).unwrap();
+    assert_eq!(snaps[0]["id"], id);
+    b.ok(&[
+        "restore",
+        "latest",
+        "--tier",
+        "s3",
+        "--to",
+        b.path("out").to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(b.path("out")).unwrap(), data);
+    // The new host can back up into the same vault, deduplicating against A's data.
+    let (_, o) = b.backup(&a.path("in.bin"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn locked_objects_cannot_be_deleted() {
+    let server = s3::seaweedfs(true);
+    server.create_bucket("locked", true);
+    let h = Host::new(&server);
+    h.init(
+        "s3://locked/",
+        &[
+            "--s3-object-lock",
+            "governance",
+            "--s3-object-lock-days",
+            "1",
+        ],
+    );
+    noise(&h.path("in.bin"), 5 << 20, 5);
+    let (_, o) = h.backup(&h.path("in.bin"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let client = server.client();
+    let refused = s3::run_async(async move {
+        let vs = client
+            .list_object_versions()
+            .bucket("locked")
+            .prefix("packs/")
+            .send()
+            .await
+            .unwrap();
+        let v = vs.versions().first().expect("a pack version").clone();
+        let ret = client
+            .get_object_retention()
+            .bucket("locked")
+            .key(v.key().unwrap())
+            .version_id(v.version_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            ret.retention()
+                .and_then(|r| r.mode())
+                .map(|m| m.as_str().to_string())
+                .as_deref(),
+            Some("GOVERNANCE")
+        );
+        client
+            .delete_object()
+            .bucket("locked")
+            .key(v.key().unwrap())
+            .version_id(v.version_id().unwrap())
+            .send()
+            .await
+    });
+    let e = refused.expect_err("a locked version must not be deletable");
+    assert_eq!(s3::http_status(&e), Some(403));
+}
