@@ -229,11 +229,15 @@ mod tests {
 
     #[test]
     fn invalid_params_are_rejected() {
-        let mut p = ChunkerParams::default();
-        p.min_size = 3;
+        let p = ChunkerParams {
+            min_size: 3,
+            ..ChunkerParams::default()
+        };
         assert!(p.validate().is_err());
-        let mut p = ChunkerParams::default();
-        p.algorithm = "rabin".into();
+        let p = ChunkerParams {
+            algorithm: "rabin".into(),
+            ..ChunkerParams::default()
+        };
         assert!(p.validate().unwrap_err().to_string().contains("rabin"));
     }
 }

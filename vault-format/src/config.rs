@@ -79,10 +79,16 @@ impl VaultConfig {
         })
     }
 
-    /// Encodes as pretty JSON.
+    /// Encodes as pretty JSON, or compact JSON when pretty would exceed
+    /// [`MAX_CONFIG_LEN`]: compact output is never longer than any input
+    /// [`VaultConfig::decode`] accepted, so whatever decodes re-encodes
+    /// into something that decodes again.
     pub fn encode(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).expect("a config always serializes");
         v.push(b'\n');
+        if v.len() > MAX_CONFIG_LEN {
+            v = serde_json::to_vec(self).expect("a config always serializes");
+        }
         v
     }
 
