@@ -113,7 +113,7 @@ impl Source for StdinSource {
 pub struct TarSource {
     dir: PathBuf,
     reader: io::PipeReader,
-    writer: Option<JoinHandle<io::Result<u64>>>,
+    writer: Option<JoinHandle<io::Result<Vec<String>>>>,
 }
 
 impl TarSource {
@@ -131,14 +131,15 @@ impl TarSource {
         let root = dir.to_path_buf();
         let handle = std::thread::Builder::new()
             .name("tar".into())
-            .spawn(move || -> io::Result<u64> {
+            .spawn(move || -> io::Result<Vec<String>> {
                 let mut b = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, writer));
                 b.follow_symlinks(false);
                 b.mode(tar::HeaderMode::Complete);
-                append_sorted(&mut b, &root, Path::new(""))?;
+                let mut skipped = Vec::new();
+                append_sorted(&mut b, &root, Path::new(""), &mut skipped)?;
                 let mut w = b.into_inner()?;
                 io::Write::flush(&mut w)?;
-                Ok(0)
+                Ok(skipped)
             })
             .map_err(src_err)?;
         Ok(TarSource {
@@ -151,7 +152,16 @@ impl TarSource {
 
 /// Appends a tree in name order, so that unchanged trees give identical tar
 /// streams night after night (directory order on disk is not stable).
-fn append_sorted<W: io::Write>(b: &mut tar::Builder<W>, root: &Path, rel: &Path) -> io::Result<()> {
+/// FIFOs and device nodes are stored as such (no data); sockets cannot be
+/// archived and are skipped (a live PostgreSQL socket in a volume must not
+/// fail the night's backup) and reported in `skipped`.
+fn append_sorted<W: io::Write>(
+    b: &mut tar::Builder<W>,
+    root: &Path,
+    rel: &Path,
+    skipped: &mut Vec<String>,
+) -> io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let dir = root.join(rel);
     let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<io::Result<_>>()?;
     entries.sort_by_key(|e| e.file_name());
@@ -160,7 +170,27 @@ fn append_sorted<W: io::Write>(b: &mut tar::Builder<W>, root: &Path, rel: &Path)
         let ft = e.file_type()?;
         if ft.is_dir() {
             b.append_dir(&rel_path, e.path())?;
-            append_sorted(b, root, &rel_path)?;
+            append_sorted(b, root, &rel_path, skipped)?;
+        } else if ft.is_socket() {
+            skipped.push(rel_path.display().to_string());
+        } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
+            // tar's own append_path names special files by their source
+            // path; build the header ourselves with the relative name.
+            let meta = std::fs::symlink_metadata(e.path())?;
+            let mut h = tar::Header::new_gnu();
+            h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+            h.set_entry_type(if ft.is_fifo() {
+                tar::EntryType::Fifo
+            } else if ft.is_char_device() {
+                tar::EntryType::Char
+            } else {
+                tar::EntryType::Block
+            });
+            let dev = meta.rdev();
+            h.set_device_major(rustix::fs::major(dev))?;
+            h.set_device_minor(rustix::fs::minor(dev))?;
+            h.set_size(0);
+            b.append_data(&mut h, &rel_path, io::empty())?;
         } else {
             b.append_path_with_name(e.path(), &rel_path)?;
         }
@@ -178,8 +208,8 @@ impl Source for TarSource {
     fn finish(&mut self) -> Result<serde_json::Map<String, serde_json::Value>> {
         let h = self.writer.take().expect("finish is called once");
         let what = self.dir.display().to_string();
-        match h.join() {
-            Ok(Ok(_)) => {}
+        let skipped = match h.join() {
+            Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 return Err(Error::Source {
                     what,
@@ -192,8 +222,11 @@ impl Source for TarSource {
                     detail: "the archiving thread panicked".into(),
                 })
             }
-        }
+        };
         let mut m = serde_json::Map::new();
+        if !skipped.is_empty() {
+            m.insert("skipped_sockets".into(), skipped.into());
+        }
         m.insert(
             "path".into(),
             crate::settings::absolute(&self.dir)

@@ -7,6 +7,11 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+/// Now, as RFC 3339 UTC with microseconds (fixed width, so it sorts).
+pub fn now_rfc3339_micros() -> String {
+    humantime::format_rfc3339_micros(SystemTime::now()).to_string()
+}
+
 /// This machine's host name, for manifests.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -550,7 +550,7 @@ impl Catalog {
             .conn
             .prepare(
                 "SELECT id, job, kind, created, host, raw_size, stored_size, chunk_count, tags FROM snapshots
-                 WHERE ?1 IS NULL OR job = ?1 ORDER BY created, id",
+                 WHERE ?1 IS NULL OR job = ?1 ORDER BY created, rowid",
             )
             .map_err(|e| self.err(e))?;
         let rows = st

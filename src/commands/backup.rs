@@ -18,6 +18,11 @@ pub fn backup(
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
     let push = vault.push_key()?;
+    // Spool files a killed backup left behind; a day is far longer than any
+    // pack takes to seal, so a concurrent backup's spool is never touched.
+    let _ = vault
+        .local
+        .remove_stale_tmp(std::time::Duration::from_secs(86_400));
     let catalog = vault.catalog()?;
     let run_id = catalog.start_run("backup", Some(&req.job))?;
     let ctx = BackupContext {

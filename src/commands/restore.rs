@@ -162,7 +162,7 @@ fn to_tree(
             a.set_preserve_mtime(true);
             a.set_preserve_ownerships(true);
             a.set_overwrite(false);
-            a.unpack(&dest)?;
+            unpack(&mut a, &dest)?;
             // Drain anything after the archive's end marker, so the writer
             // never blocks on a full pipe.
             std::io::copy(&mut a.into_inner(), &mut std::io::sink())?;
@@ -185,4 +185,103 @@ fn to_tree(
     std::fs::rename(&kept, path).map_err(out_err(path))?;
     crate::tier::local::sync_dir(&dir).map_err(out_err(path))?;
     Ok(rep)
+}
+
+/// Unpacks entry by entry: the tar crate neither creates FIFOs and device
+/// nodes nor restores directory mtimes (writing files into a directory
+/// changes its mtime), so special files are made here and directory times
+/// are set last, deepest first.
+fn unpack<R: std::io::Read>(a: &mut tar::Archive<R>, dest: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    use tar::EntryType;
+    let mut dirs: Vec<(PathBuf, std::time::SystemTime)> = Vec::new();
+    for entry in a.entries()? {
+        let mut e = entry?;
+        let kind = e.header().entry_type();
+        let rel = e.path()?.into_owned();
+        let mtime = e
+            .header()
+            .mtime()
+            .ok()
+            .map(|t| std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
+        match kind {
+            EntryType::Fifo | EntryType::Char | EntryType::Block => {
+                let Some(target) = safe_join(dest, &rel) else {
+                    return Err(std::io::Error::other(format!(
+                        "{} escapes the target directory",
+                        rel.display()
+                    )));
+                };
+                let mode = e.header().mode()? & 0o7777;
+                let file_type = match kind {
+                    EntryType::Fifo => rustix::fs::FileType::Fifo,
+                    EntryType::Char => rustix::fs::FileType::CharacterDevice,
+                    _ => rustix::fs::FileType::BlockDevice,
+                };
+                let dev = rustix::fs::makedev(
+                    e.header().device_major()?.unwrap_or(0),
+                    e.header().device_minor()?.unwrap_or(0),
+                );
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &target,
+                    file_type,
+                    rustix::fs::Mode::from_raw_mode(mode),
+                    dev,
+                )?;
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
+                if let (Ok(uid), Ok(gid)) = (e.header().uid(), e.header().gid()) {
+                    // Only root can give files away; others keep their own.
+                    let _ = std::os::unix::fs::lchown(&target, Some(uid as u32), Some(gid as u32));
+                }
+                if let Some(t) = mtime {
+                    let _ = rustix::fs::utimensat(
+                        rustix::fs::CWD,
+                        &target,
+                        &rustix::fs::Timestamps {
+                            last_access: to_ts(t),
+                            last_modification: to_ts(t),
+                        },
+                        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                    );
+                }
+            }
+            _ => {
+                if kind == EntryType::Directory {
+                    if let Some(t) = mtime {
+                        dirs.push((rel.clone(), t));
+                    }
+                }
+                e.unpack_in(dest)?;
+            }
+        }
+    }
+    for (rel, t) in dirs.iter().rev() {
+        if let Some(p) = safe_join(dest, rel) {
+            let _ = std::fs::File::open(&p).and_then(|f| f.set_modified(*t));
+        }
+    }
+    Ok(())
+}
+
+fn to_ts(t: std::time::SystemTime) -> rustix::fs::Timespec {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    rustix::fs::Timespec {
+        tv_sec: d.as_secs() as i64,
+        tv_nsec: d.subsec_nanos() as _,
+    }
+}
+
+/// `dest/rel` when `rel` stays inside `dest` (no root, no `..`).
+fn safe_join(dest: &Path, rel: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut out = dest.to_path_buf();
+    for c in rel.components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(out)
 }

@@ -93,6 +93,9 @@ pub struct BackupReport {
     pub seconds: f64,
     /// State of the offsite copy, per offsite tier.
     pub offsite: Vec<OffsiteReport>,
+    /// Seconds from the end of ingest (input read, local packs stored) to
+    /// every offsite tier complete (or given up on).
+    pub offsite_lag_seconds: f64,
 }
 
 /// Offsite state of a backup in one tier.
@@ -152,7 +155,8 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
     let started = Instant::now();
-    let created = crate::util::now_rfc3339();
+    // Microseconds: `latest` must be the newest even within one second.
+    let created = crate::util::now_rfc3339_micros();
     let id = SnapshotId::random();
     let pending: Pending = Arc::new(Mutex::new(HashSet::new()));
     let abort = AtomicBool::new(false);
@@ -234,8 +238,20 @@ pub fn run(
     };
     let (mut stats, packer_stats) = chunked;
 
+    let ingest_done = Instant::now();
     // The stream ended: did its producer succeed? Only then commit.
     let mut facts = source.finish()?;
+    if let Some(serde_json::Value::Array(skipped)) = facts.get("skipped_sockets") {
+        progress.event(&Event::Warning(format!(
+            "skipped {} socket(s), which cannot be archived: {}",
+            skipped.len(),
+            skipped
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
     for (k, v) in &req.facts {
         facts.insert(k.clone(), v.clone());
     }
@@ -303,6 +319,7 @@ pub fn run(
         packs: packer_stats.packs,
         seconds: started.elapsed().as_secs_f64(),
         offsite: offsite_reports,
+        offsite_lag_seconds: ingest_done.elapsed().as_secs_f64(),
     })
 }
 

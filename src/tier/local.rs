@@ -76,6 +76,29 @@ impl LocalTier {
         &self.root
     }
 
+    /// Removes files in `tmp/` older than `age`: spool files left by a
+    /// backup that was killed (each up to one pack). Younger files may
+    /// belong to a backup running right now and are left alone.
+    ///
+    /// # Errors
+    /// When `tmp/` cannot be listed.
+    pub fn remove_stale_tmp(&self, age: std::time::Duration) -> Result<u64, TierError> {
+        let mut removed = 0;
+        let entries = fs::read_dir(&self.tmp).map_err(|e| self.io_err("list", "tmp", e))?;
+        for e in entries.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|el| el > age);
+            if old && fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Path of an object (for tools and tests).
     pub fn path_of(&self, key: &str) -> PathBuf {
         self.root.join(key)
@@ -273,6 +296,25 @@ mod tests {
         assert!(t.get("packs/ab/none").unwrap_err().is_not_found());
         assert_eq!(t.head("packs/ab/none").unwrap(), None);
         assert_eq!(fs::read_dir(t.root().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn only_stale_spool_files_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let t = LocalTier::create("local", d.path()).unwrap();
+        let old = t.spool_dir().unwrap().join("pack-old");
+        fs::write(&old, b"x").unwrap();
+        let f = File::options().write(true).open(&old).unwrap();
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 86400))
+            .unwrap();
+        fs::write(t.spool_dir().unwrap().join("pack-new"), b"y").unwrap();
+        assert_eq!(
+            t.remove_stale_tmp(std::time::Duration::from_secs(86400))
+                .unwrap(),
+            1
+        );
+        assert!(!old.exists());
+        assert!(t.spool_dir().unwrap().join("pack-new").exists());
     }
 
     #[test]

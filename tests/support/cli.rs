@@ -1,0 +1,383 @@
+#![allow(dead_code)]
+//! Shared helpers for the CLI-level integration tests (`tests/cli.rs`,
+//! `tests/crash.rs`): a throwaway vault per test, the `coffer` binary run
+//! with a scrubbed environment, deterministic incompressible data, and
+//! readers for the local tier's layout.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_coffer");
+
+/// `n` bytes of deterministic, incompressible data for `seed` (BLAKE3 XOF).
+pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    blake3::Hasher::new()
+        .update(b"coffer-test-data")
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut v);
+    v
+}
+
+/// Writes [`random_bytes`] to `path`; returns them.
+pub fn write_random_file(path: &Path, seed: u64, n: usize) -> Vec<u8> {
+    let v = random_bytes(seed, n);
+    std::fs::write(path, &v).unwrap();
+    v
+}
+
+/// Exit status (panics if killed by a signal).
+pub fn code(o: &Output) -> i32 {
+    o.status
+        .code()
+        .unwrap_or_else(|| panic!("coffer died from a signal: {:?}", o.status))
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn describe(args: &[&str], o: &Output) -> String {
+    format!(
+        "coffer {:?} exited {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        args,
+        o.status,
+        // Restores to stdout can be huge; show a little.
+        String::from_utf8_lossy(&o.stdout[..o.stdout.len().min(2000)]),
+        stderr(o)
+    )
+}
+
+/// Asserts a failed run printed exactly one `coffer: error:` line.
+pub fn assert_one_error_line(o: &Output) {
+    let e = stderr(o);
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got:\n{e}");
+    assert!(
+        lines[0].starts_with("coffer: error: "),
+        "error line should start with `coffer: error:`: {e}"
+    );
+}
+
+/// Is `s` a lowercase hex string of `len` characters?
+pub fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A vault in a private temporary directory, with its own `HOME`.
+pub struct Vault {
+    /// Keeps the directory alive.
+    pub tmp: tempfile::TempDir,
+    /// The directory holding config, keys and catalog.
+    pub dir: PathBuf,
+    /// The settings file.
+    pub config: PathBuf,
+    /// The local tier.
+    pub vault: PathBuf,
+    /// `HOME` for child processes.
+    pub home: PathBuf,
+    /// Scratch space for inputs and restores.
+    pub work: PathBuf,
+}
+
+impl Vault {
+    /// Paths only; nothing initialised.
+    pub fn uninit() -> Vault {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let home = root.join("home");
+        let work = root.join("work");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        let dir = root.join("coffer");
+        Vault {
+            config: dir.join("config.toml"),
+            vault: root.join("vault"),
+            dir,
+            home,
+            work,
+            tmp,
+        }
+    }
+
+    /// A vault with a generated identity.
+    pub fn new() -> Vault {
+        let v = Vault::uninit();
+        v.init(&[]);
+        v
+    }
+
+    /// Runs `coffer init --json` with extra arguments; returns its report.
+    pub fn init(&self, extra: &[&str]) -> Value {
+        let local = self.vault.to_str().unwrap().to_string();
+        let mut args = vec!["--json", "init", "--local", &local];
+        args.extend_from_slice(extra);
+        let o = self.ok(&args);
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// `coffer --config CONFIG` with a scrubbed environment.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config").arg(&self.config);
+        for k in [
+            "COFFER_IDENTITY",
+            "COFFER_CONFIG",
+            "BACKUP_DIRECTORY",
+            "XDG_CONFIG_HOME",
+            "XDG_DATA_HOME",
+        ] {
+            c.env_remove(k);
+        }
+        c.env("HOME", &self.home).current_dir(&self.work);
+        c
+    }
+
+    /// Runs coffer to completion (stdin closed).
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// Runs coffer and asserts exit 0.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let o = self.run(args);
+        assert!(o.status.success(), "{}", describe(args, &o));
+        o
+    }
+
+    /// Runs coffer and asserts the exit status.
+    pub fn fails(&self, args: &[&str], status: i32) -> Output {
+        let o = self.run(args);
+        assert_eq!(o.status.code(), Some(status), "{}", describe(args, &o));
+        o
+    }
+
+    /// Runs coffer with `input` on stdin.
+    pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let output = std::thread::scope(|s| {
+            s.spawn(move || {
+                stdin.write_all(input).unwrap();
+            });
+            child.wait_with_output().unwrap()
+        });
+        output
+    }
+
+    /// `coffer --json backup ARGS...`; asserts success, returns the report.
+    pub fn backup_json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json", "backup"];
+        a.extend_from_slice(args);
+        let o = self.ok(&a);
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
+    }
+
+    /// Backs up `path`; returns the snapshot id.
+    pub fn backup(&self, path: &Path, extra: &[&str]) -> String {
+        let mut a = vec!["backup"];
+        a.extend_from_slice(extra);
+        a.push(path.to_str().unwrap());
+        let o = self.ok(&a);
+        let id = stdout(&o).trim().to_string();
+        assert!(is_hex(&id, 32), "backup printed {id:?}, not a snapshot id");
+        id
+    }
+
+    /// Backs up `path` with `-v`; returns the snapshot id and the packs
+    /// logged as stored.
+    pub fn backup_verbose(&self, path: &Path, extra: &[&str]) -> (String, Vec<String>) {
+        let mut a = vec!["-v", "backup"];
+        a.extend_from_slice(extra);
+        a.push(path.to_str().unwrap());
+        let o = self.ok(&a);
+        let id = stdout(&o).trim().to_string();
+        let packs = stderr(&o)
+            .lines()
+            .filter_map(|l| l.strip_prefix("coffer: pack stored "))
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect();
+        (id, packs)
+    }
+
+    /// Backs up `data` through stdin; returns the snapshot id.
+    pub fn backup_stdin(&self, data: &[u8], extra: &[&str]) -> String {
+        let mut a = vec!["backup"];
+        a.extend_from_slice(extra);
+        a.push("-");
+        let o = self.run_stdin(&a, data);
+        assert!(o.status.success(), "{}", describe(&a, &o));
+        let id = stdout(&o).trim().to_string();
+        assert!(is_hex(&id, 32), "backup printed {id:?}, not a snapshot id");
+        id
+    }
+
+    /// `coffer snapshots --json`.
+    pub fn snapshots(&self) -> Vec<Value> {
+        let o = self.ok(&["--json", "snapshots"]);
+        serde_json::from_slice::<Value>(&o.stdout)
+            .unwrap()
+            .as_array()
+            .expect("snapshots --json is an array")
+            .clone()
+    }
+
+    /// Snapshot ids from the catalog, as a set.
+    pub fn snapshot_ids(&self) -> BTreeSet<String> {
+        self.snapshots()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Restores `sel` to stdout; asserts success; returns the bytes.
+    pub fn restore_bytes(&self, sel: &str, extra: &[&str]) -> Vec<u8> {
+        let mut a = vec!["restore", sel, "--to", "-"];
+        a.extend_from_slice(extra);
+        self.ok(&a).stdout
+    }
+
+    /// Restores `sel` to `to`.
+    pub fn restore_to(&self, sel: &str, to: &Path, extra: &[&str]) -> Output {
+        let mut a = vec!["restore", sel, "--to", to.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        self.run(&a)
+    }
+
+    /// Asserts that restoring `sel` to a new file yields exactly `expected`.
+    pub fn assert_restores(&self, sel: &str, expected: &[u8]) {
+        let to = self.fresh_path("restored");
+        let o = self.restore_to(sel, &to, &[]);
+        assert!(
+            o.status.success(),
+            "{}",
+            describe(&["restore", sel, "--to", to.to_str().unwrap()], &o)
+        );
+        let got = std::fs::read(&to).unwrap();
+        assert!(
+            got == expected,
+            "snapshot {sel} restored {} bytes that differ from the {} expected",
+            got.len(),
+            expected.len()
+        );
+        std::fs::remove_file(&to).unwrap();
+    }
+
+    /// A path under `work` that does not exist yet.
+    pub fn fresh_path(&self, stem: &str) -> PathBuf {
+        for i in 0.. {
+            let p = self.work.join(format!("{stem}-{i}"));
+            if !p.exists() {
+                return p;
+            }
+        }
+        unreachable!()
+    }
+
+    /// The identity file init wrote.
+    pub fn identity(&self) -> PathBuf {
+        self.dir.join("identity.txt")
+    }
+
+    /// Pack object paths in the local tier, sorted.
+    pub fn pack_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let packs = self.vault.join("packs");
+        for fan in std::fs::read_dir(&packs).unwrap() {
+            let fan = fan.unwrap().path();
+            for p in std::fs::read_dir(&fan).unwrap() {
+                out.push(p.unwrap().path());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Path of pack `id` in the local tier.
+    pub fn pack_path(&self, id: &str) -> PathBuf {
+        self.vault.join("packs").join(&id[..2]).join(id)
+    }
+
+    /// Snapshot ids with a manifest object in the local tier.
+    pub fn manifest_ids(&self) -> BTreeSet<String> {
+        std::fs::read_dir(self.vault.join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Removes the catalog and its SQLite side files.
+    pub fn delete_catalog(&self) {
+        for name in ["catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm"] {
+            match std::fs::remove_file(self.dir.join(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("removing {name}: {e}"),
+            }
+        }
+        assert!(!self.dir.join("catalog.sqlite").exists());
+    }
+}
+
+/// Every file under `dir` (recursively), skipping nothing.
+pub fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Does the ASCII string `needle` occur in `hay`? (Via std's optimised
+/// substring search; a lossy UTF-8 view never hides or invents ASCII runs.)
+pub fn contains_ascii(hay: &[u8], needle: &str) -> bool {
+    assert!(needle.is_ascii() && !needle.is_empty());
+    String::from_utf8_lossy(hay).contains(needle)
+}
+
+/// Makes a fresh age key pair with `age-keygen`; returns the identity file
+/// and its recipient.
+pub fn age_keygen(path: &Path) -> String {
+    let o = Command::new("age-keygen")
+        .arg("-o")
+        .arg(path)
+        .output()
+        .expect("age-keygen (install the `age` package)");
+    assert!(o.status.success(), "age-keygen: {}", stderr(&o));
+    let o = Command::new("age-keygen")
+        .arg("-y")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "age-keygen -y: {}", stderr(&o));
+    let r = stdout(&o).trim().to_string();
+    assert!(r.starts_with("age1"), "recipient {r:?}");
+    r
+}
