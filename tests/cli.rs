@@ -307,6 +307,22 @@ fn backing_up_the_same_file_twice_stores_nothing_new() {
 }
 
 #[test]
+fn the_same_bytes_through_a_pipe_dedup_fully_against_a_file() {
+    // Chunk boundaries must not depend on how the input arrives (one big
+    // file read vs. a pipe's small, irregular reads across block edges).
+    let v = Vault::new();
+    let input = v.work.join("f.bin");
+    let data = write_random_file(&input, 21, 20 * MB + 12_345);
+    let first = v.backup_json(&[input.to_str().unwrap()]);
+    let o = v.run_stdin(&["--json", "backup", "-"], &data);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let second: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(u(&first, "new_chunks") > 500, "{first}");
+    assert_eq!(u(&second, "new_chunks"), 0, "{second}");
+    assert_eq!(u(&second, "reused_chunks"), u(&first, "new_chunks"));
+}
+
+#[test]
 fn inserting_bytes_mid_file_stores_only_a_few_new_chunks() {
     let v = Vault::new();
     let (p1, p2) = (v.work.join("v1.bin"), v.work.join("v2.bin"));

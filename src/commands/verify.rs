@@ -69,41 +69,51 @@ pub fn verify(
         problems: Vec::new(),
         seconds: 0.0,
     };
-    let mut decoder = BlobDecoder::new()?;
-    let (mut stored, mut raw) = (Vec::new(), Vec::new());
+    let packs = catalog.packs()?;
     for tier in vault.tiers() {
-        for (id, _size) in catalog.packs()? {
-            let key = keys::pack(&id);
-            rep.packs_checked += 1;
-            let state = match hash_object(&*tier, &key, &id, progress, &mut rep.bytes_read) {
-                Err(p) => {
-                    rep.problems
-                        .push(format!("pack {id} is {p} in tier {}", tier.name()));
-                    if p == "missing" {
-                        CopyState::Missing
-                    } else {
-                        CopyState::Corrupt
-                    }
-                }
-                Ok(()) => match read {
-                    None => CopyState::Present,
-                    Some(ctx) => {
-                        match check_chunks(ctx, &*tier, &key, &mut decoder, &mut stored, &mut raw) {
-                            Ok(n) => {
-                                rep.chunks_checked += n;
-                                CopyState::Present
-                            }
-                            Err(p) => {
-                                rep.problems
-                                    .push(format!("pack {id} in tier {}: {p}", tier.name()));
-                                CopyState::Corrupt
-                            }
+        // Packs are checked on worker threads, each reading a pack once into
+        // memory (hash, then decrypt from the same bytes: one download per
+        // pack from S3); the catalog is updated here, in order of completion.
+        let threads = crate::pipeline::threads().min(4);
+        let (job_tx, job_rx) = crossbeam_channel::bounded::<PackId>(threads);
+        let (res_tx, res_rx) = crossbeam_channel::bounded::<PackCheck>(threads);
+        let tier_ref = &*tier;
+        let packs = &packs;
+        let outcome = std::thread::scope(|s| -> Result<()> {
+            for _ in 0..threads {
+                let (job_rx, res_tx) = (job_rx.clone(), res_tx.clone());
+                s.spawn(move || {
+                    let mut w = Worker::new();
+                    for id in job_rx {
+                        let r = w.check(tier_ref, &id, read, progress);
+                        if res_tx.send(r).is_err() {
+                            return;
                         }
                     }
-                },
-            };
-            catalog.set_pack_copy(&id, tier.name(), state, true)?;
-        }
+                });
+            }
+            drop((job_rx, res_tx));
+            let feeder = s.spawn(move || {
+                for (id, _) in packs {
+                    if job_tx.send(*id).is_err() {
+                        return;
+                    }
+                }
+            });
+            for r in res_rx {
+                rep.packs_checked += 1;
+                rep.bytes_read += r.bytes;
+                rep.chunks_checked += r.chunks;
+                if let Some(p) = &r.problem {
+                    rep.problems
+                        .push(format!("pack {} in tier {}: {p}", r.id, tier_ref.name()));
+                }
+                catalog.set_pack_copy(&r.id, tier_ref.name(), r.state, true)?;
+            }
+            let _ = feeder.join();
+            Ok(())
+        });
+        outcome?;
         for s in catalog.snapshots(None)? {
             rep.snapshots_checked += 1;
             match tier.head(&keys::snapshot(&s.id))? {
@@ -133,64 +143,115 @@ pub fn verify(
     Ok(rep)
 }
 
-fn hash_object(
-    tier: &dyn crate::tier::Tier,
-    key: &str,
-    id: &PackId,
-    progress: &dyn Progress,
-    total: &mut u64,
-) -> std::result::Result<(), String> {
-    let mut r = match tier.open(key) {
-        Ok(r) => r,
-        Err(e) if e.is_not_found() => return Err("missing".into()),
-        Err(e) => return Err(format!("unreadable ({e})")),
-    };
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = r.read(&mut buf).map_err(|e| format!("unreadable ({e})"))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        *total += n as u64;
-        progress.advance(n as u64);
-    }
-    if h.finalize().as_bytes() != id.as_bytes() {
-        return Err("corrupt (its bytes do not hash to its id)".into());
-    }
-    Ok(())
+/// One pack's verdict.
+struct PackCheck {
+    id: PackId,
+    state: CopyState,
+    problem: Option<String>,
+    bytes: u64,
+    chunks: u64,
 }
 
-fn check_chunks(
-    ctx: &ReadContext,
-    tier: &dyn crate::tier::Tier,
-    key: &str,
-    decoder: &mut BlobDecoder,
-    stored: &mut Vec<u8>,
-    raw: &mut Vec<u8>,
-) -> std::result::Result<u64, String> {
-    let src = tier.open(key).map_err(|e| e.to_string())?;
-    let mut r = PackReader::open(&ctx.identity, src).map_err(|e| e.to_string())?;
-    let blobs = r.index().blobs.clone();
-    let mut n = 0;
-    for b in &blobs {
-        r.read_blob(b, stored).map_err(|e| e.to_string())?;
-        decoder
-            .decode(b.codec, stored, b.raw_len as usize, raw)
-            .map_err(|e| e.to_string())?;
-        let mut off = 0usize;
-        for (id, len) in &b.chunks {
-            let bytes = &raw[off..off + *len as usize];
-            if ctx.idkey.id(bytes) != *id {
-                return Err(format!(
-                    "chunk {} fails its keyed hash check",
-                    &id.to_hex()[..16]
-                ));
-            }
-            off += *len as usize;
-            n += 1;
+/// Per-thread buffers and decoder.
+struct Worker {
+    pack: Vec<u8>,
+    stored: Vec<u8>,
+    raw: Vec<u8>,
+    decoder: Option<BlobDecoder>,
+}
+
+impl Worker {
+    fn new() -> Self {
+        Worker {
+            pack: Vec::new(),
+            stored: Vec::new(),
+            raw: Vec::new(),
+            decoder: BlobDecoder::new().ok(),
         }
     }
-    Ok(n)
+
+    fn check(
+        &mut self,
+        tier: &dyn crate::tier::Tier,
+        id: &PackId,
+        read: Option<&ReadContext>,
+        progress: &dyn Progress,
+    ) -> PackCheck {
+        let mut out = PackCheck {
+            id: *id,
+            state: CopyState::Present,
+            problem: None,
+            bytes: 0,
+            chunks: 0,
+        };
+        let key = keys::pack(id);
+        self.pack.clear();
+        let r = tier.open(&key).and_then(|mut r| {
+            r.read_to_end(&mut self.pack)
+                .map_err(|e| crate::tier::TierError::Io {
+                    tier: tier.name().to_string(),
+                    op: "read",
+                    key: key.clone(),
+                    source: e,
+                })
+        });
+        match r {
+            Err(e) if e.is_not_found() => {
+                out.state = CopyState::Missing;
+                out.problem = Some("missing".into());
+                return out;
+            }
+            Err(e) => {
+                out.state = CopyState::Corrupt;
+                out.problem = Some(format!("unreadable ({e})"));
+                return out;
+            }
+            Ok(_) => {}
+        }
+        out.bytes = self.pack.len() as u64;
+        progress.advance(out.bytes);
+        if blake3::hash(&self.pack).as_bytes() != id.as_bytes() {
+            out.state = CopyState::Corrupt;
+            out.problem = Some("corrupt (its bytes do not hash to its id)".into());
+            return out;
+        }
+        if let Some(ctx) = read {
+            match self.check_chunks(ctx) {
+                Ok(n) => out.chunks = n,
+                Err(p) => {
+                    out.state = CopyState::Corrupt;
+                    out.problem = Some(p);
+                }
+            }
+        }
+        out
+    }
+
+    fn check_chunks(&mut self, ctx: &ReadContext) -> std::result::Result<u64, String> {
+        let decoder = self.decoder.as_mut().ok_or("zstd decoder unavailable")?;
+        let mut r = PackReader::open(&ctx.identity, std::io::Cursor::new(&self.pack[..]))
+            .map_err(|e| e.to_string())?;
+        let blobs = r.index().blobs.clone();
+        let mut n = 0;
+        for b in &blobs {
+            r.read_blob(b, &mut self.stored)
+                .map_err(|e| e.to_string())?;
+            decoder
+                .decode(b.codec, &self.stored, b.raw_len as usize, &mut self.raw)
+                .map_err(|e| e.to_string())?;
+            let mut off = 0usize;
+            for (id, len) in &b.chunks {
+                let bytes = &self.raw[off..off + *len as usize];
+                if ctx.idkey.id(bytes) != *id {
+                    return Err(format!(
+                        "chunk {} fails its keyed hash check",
+                        &id.to_hex()[..16]
+                    ));
+                }
+                off += *len as usize;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
 }

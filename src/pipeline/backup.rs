@@ -359,8 +359,14 @@ impl Emitter {
     /// Dedups one chunk; a new one joins the current run. Returns (id, new).
     fn chunk(&mut self, bytes: &[u8], kind: ChunkKind) -> Result<(ChunkId, bool)> {
         let id = self.idkey.id(bytes);
+        let new = self.chunk_with_id(bytes, id, kind)?;
+        Ok((id, new))
+    }
+
+    /// Like [`Emitter::chunk`] for a chunk already hashed; returns whether it is new.
+    fn chunk_with_id(&mut self, bytes: &[u8], id: ChunkId, kind: ChunkKind) -> Result<bool> {
         if self.dedup.check_and_claim(&id)? {
-            return Ok((id, false));
+            return Ok(false);
         }
         let target = self.blob_target;
         let run = self.run_mut(kind);
@@ -369,7 +375,7 @@ impl Emitter {
         if run.raw.len() >= target {
             self.flush(kind)?;
         }
-        Ok((id, true))
+        Ok(true)
     }
 
     fn flush(&mut self, kind: ChunkKind) -> Result<()> {
@@ -398,8 +404,59 @@ fn pipeline_closed() -> Error {
     }
 }
 
+/// A block of input as the reader thread filled it: data at
+/// `[HEADROOM..end)`. The headroom in front lets the chunk stage prepend the
+/// unconsumed tail of the previous block (at most one max-size chunk)
+/// without copying the whole block.
+struct Block {
+    buf: Vec<u8>,
+    end: usize,
+}
+
+/// Reads the input into blocks on its own thread, so that read syscalls
+/// (and a slow producer) overlap with chunking and hashing.
+fn read_blocks(
+    input: &mut (dyn std::io::Read + Send),
+    headroom: usize,
+    blocks: Sender<std::io::Result<Block>>,
+    pool: Receiver<Vec<u8>>,
+) {
+    loop {
+        let mut buf = pool
+            .try_recv()
+            .unwrap_or_else(|_| vec![0u8; headroom + READ_BUF]);
+        let mut end = headroom;
+        let mut eof = false;
+        while end < buf.len() {
+            match input.read(&mut buf[end..]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = blocks.send(Err(e));
+                    return;
+                }
+            }
+        }
+        if end > headroom && blocks.send(Ok(Block { buf, end })).is_err() {
+            return;
+        }
+        if eof {
+            return;
+        }
+    }
+}
+
 /// Reads, chunks, hashes and dedups; sends runs of new chunks to the
 /// compressors; builds the chunk list (itself stored as chunks).
+///
+/// Per block: all cut points are found first (FastCDC, ~2 GB/s), then the
+/// chunks are hashed on two threads (keyed BLAKE3), then deduplicated in
+/// stream order. Later nights, where most chunks are reused and little is
+/// compressed, are bound by this stage.
 fn chunk_stage(
     ctx: &BackupContext,
     source: &mut dyn Source,
@@ -429,66 +486,117 @@ fn chunk_stage(
     };
     let mut stats = ChunkStats::default();
     let mut list_buf: Vec<u8> = LIST_HEADER.to_vec();
-
+    let headroom = max;
     let input = source.reader();
-    let mut buf = vec![0u8; READ_BUF.max(2 * max)];
-    let (mut start, mut end, mut eof) = (0usize, 0usize, false);
-    let mut sniffed = false;
-    loop {
-        if !eof && end - start < max {
-            buf.copy_within(start..end, 0);
-            end -= start;
-            start = 0;
-            while end < buf.len() {
-                match input.read(&mut buf[end..]) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        end += n;
+    let (blk_tx, blk_rx) = bounded::<std::io::Result<Block>>(2);
+    let (pool_tx, pool_rx) = unbounded::<Vec<u8>>();
+
+    std::thread::scope(|s| -> Result<()> {
+        std::thread::Builder::new()
+            .name("reader".into())
+            .spawn_scoped(s, move || read_blocks(input, headroom, blk_tx, pool_rx))
+            .expect("spawn reader");
+        let blk_rx = blk_rx; // dropped on return, which unblocks the reader
+        let mut cur: Option<Block> = None;
+        let mut pos = 0usize;
+        let mut eof = false;
+        let mut cuts: Vec<(usize, usize)> = Vec::new();
+        let mut ids: Vec<ChunkId> = Vec::new();
+        loop {
+            let avail = cur.as_ref().map_or(0, |b| b.end - pos);
+            if !eof && avail < max {
+                match blk_rx.recv() {
+                    Ok(Ok(mut nb)) => {
+                        let n = nb.end - headroom;
+                        if stats.raw_size == 0 {
+                            if let Some(w) = crate::source::compression_warning(
+                                &nb.buf[headroom..nb.end.min(headroom + 64)],
+                            ) {
+                                progress.event(&Event::Warning(w));
+                            }
+                        }
                         stats.raw_size += n as u64;
                         progress.advance(n as u64);
+                        // Carry the unconsumed tail into the new block's headroom.
+                        let new_pos = headroom - avail;
+                        if let Some(old) = cur.take() {
+                            nb.buf[new_pos..headroom].copy_from_slice(&old.buf[pos..old.end]);
+                            let _ = pool_tx.send(old.buf);
+                        }
+                        pos = new_pos;
+                        cur = Some(nb);
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         return Err(Error::Source {
                             what: "the input".into(),
                             detail: e.to_string(),
                         })
                     }
+                    Err(_) => eof = true,
+                }
+                continue;
+            }
+            let Some(block) = cur.as_ref() else { break };
+            let window = &block.buf[pos..block.end];
+            cuts.clear();
+            let mut off = 0;
+            while let Some(n) = chunker.next_cut(&window[off..], eof) {
+                cuts.push((off, n));
+                off += n;
+                if !eof && window.len() - off < max {
+                    break;
                 }
             }
-        }
-        if !sniffed {
-            sniffed = true;
-            if let Some(w) = crate::source::compression_warning(&buf[..end.min(64)]) {
-                progress.event(&Event::Warning(w));
+            if cuts.is_empty() {
+                if eof {
+                    break;
+                }
+                continue;
+            }
+            hash_all(&em.idkey, window, &cuts, &mut ids);
+            for (&(o, n), id) in cuts.iter().zip(&ids) {
+                let new = em.chunk_with_id(&window[o..o + n], *id, ChunkKind::Data)?;
+                if new {
+                    stats.new_chunks += 1;
+                } else {
+                    stats.reused_chunks += 1;
+                }
+                stats.chunk_count += 1;
+                chunklist::encode_entry(id, n as u32, &mut list_buf);
+            }
+            pos += off;
+            if list_buf.len() >= 4 * max {
+                cut_list(&chunker, &mut em, &mut list_buf, false, &mut stats.list_ids)?;
             }
         }
-        let Some(n) = chunker.next_cut(&buf[start..end], eof) else {
-            if eof {
-                break;
-            }
-            continue;
-        };
-        let (id, new) = em.chunk(&buf[start..start + n], ChunkKind::Data)?;
-        if new {
-            stats.new_chunks += 1;
-        } else {
-            stats.reused_chunks += 1;
-        }
-        stats.chunk_count += 1;
-        chunklist::encode_entry(&id, n as u32, &mut list_buf);
-        start += n;
-        if list_buf.len() >= 4 * max {
-            cut_list(&chunker, &mut em, &mut list_buf, false, &mut stats.list_ids)?;
-        }
-    }
+        Ok(())
+    })?;
     em.flush(ChunkKind::Data)?;
     cut_list(&chunker, &mut em, &mut list_buf, true, &mut stats.list_ids)?;
     em.flush(ChunkKind::List)?;
     Ok(stats)
+}
+
+/// Hashes the chunks of one window, the second half on another thread when
+/// there are enough of them to pay for it.
+fn hash_all(key: &ChunkIdKey, window: &[u8], cuts: &[(usize, usize)], ids: &mut Vec<ChunkId>) {
+    ids.clear();
+    let hash = |part: &[(usize, usize)]| -> Vec<ChunkId> {
+        part.iter()
+            .map(|&(o, n)| key.id(&window[o..o + n]))
+            .collect()
+    };
+    if cuts.len() < 16 {
+        ids.extend(hash(cuts));
+        return;
+    }
+    let (a, b) = cuts.split_at(cuts.len() / 2);
+    let (ha, hb) = std::thread::scope(|s| {
+        let hb = s.spawn(|| hash(b));
+        (hash(a), hb.join().expect("hash thread"))
+    });
+    ids.extend(ha);
+    ids.extend(hb);
 }
 
 /// Cuts the serialized chunk list with the same chunker, so that unchanged

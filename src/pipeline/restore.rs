@@ -111,10 +111,16 @@ pub(crate) struct Fetcher<'a> {
     stored: Vec<u8>,
     decoded: Vec<u8>,
     decoded_blob: Option<i64>,
+    /// Recently decoded blobs (LRU, oldest first). A later night's stream
+    /// interleaves runs from old blobs with its own new ones; without this a
+    /// worker would decode the same old blob again for every run.
+    cache: Vec<(i64, Vec<u8>)>,
     progress: &'a dyn Progress,
 }
 
 const OPEN_PACKS: usize = 4;
+/// Decoded blobs a worker keeps besides the current one (~1 MiB each).
+const DECODED_CACHE: usize = 4;
 
 /// An open pack: its id, the index of the tier it came from, its reader.
 type OpenPack = (PackId, usize, PackReader<Box<dyn ReadSeek>>);
@@ -133,6 +139,7 @@ impl<'a> Fetcher<'a> {
             stored: Vec::new(),
             decoded: Vec::new(),
             decoded_blob: None,
+            cache: Vec::new(),
             progress,
         })
     }
@@ -206,6 +213,27 @@ impl<'a> Fetcher<'a> {
     fn load(&mut self, loc: &BlobLoc, extracts: &[(u32, u32, ChunkId)]) -> Result<()> {
         if self.decoded_blob == Some(loc.blob) && self.check(extracts).is_ok() {
             return Ok(());
+        }
+        // Keep the current blob, and bring back a cached one if it is the one needed.
+        let spare = if self.cache.len() >= DECODED_CACHE {
+            self.cache.remove(0).1
+        } else {
+            Vec::new()
+        };
+        let current = std::mem::replace(&mut self.decoded, spare);
+        if let Some(b) = self.decoded_blob.take() {
+            self.cache.push((b, current));
+        }
+        if let Some(i) = self.cache.iter().position(|(b, _)| *b == loc.blob) {
+            let (b, buf) = self.cache.remove(i);
+            let spare = std::mem::replace(&mut self.decoded, buf);
+            self.decoded_blob = Some(b);
+            if self.check(extracts).is_ok() {
+                drop(spare);
+                return Ok(());
+            }
+            self.decoded = spare;
+            self.decoded_blob = None;
         }
         let mut problems = Vec::new();
         for ti in 0..self.ctx.tiers.len() {
@@ -303,20 +331,25 @@ pub fn run(
     let sid = manifest.id;
 
     let (written, planned) = std::thread::scope(|s| -> Result<(u64, Result<(u64, u64)>)> {
-        let (task_tx, task_rx) = bounded::<Task>(threads * 2);
+        // One queue per worker: a blob's tasks always go to the same worker,
+        // whose cache then holds it (see `Fetcher::cache`).
+        let (task_txs, task_rxs): (Vec<_>, Vec<_>) =
+            (0..threads).map(|_| bounded::<Task>(2)).unzip();
         let (res_tx, res_rx) = bounded::<(u64, Result<Vec<u8>>)>(limit);
         let (permit_tx, permit_rx) = bounded::<()>(limit);
-        for i in 0..threads {
-            let (task_rx, res_tx) = (task_rx.clone(), res_tx.clone());
+        for (i, task_rx) in task_rxs.into_iter().enumerate() {
+            let res_tx = res_tx.clone();
             std::thread::Builder::new()
                 .name(format!("restore-{i}"))
                 .spawn_scoped(s, move || worker(ctx, sid, task_rx, res_tx, progress))
                 .expect("spawn restore worker");
         }
-        drop((task_rx, res_tx));
+        drop(res_tx);
         let planner = std::thread::Builder::new()
             .name("planner".into())
-            .spawn_scoped(s, move || plan(ctx, manifest, task_tx, permit_tx, progress))
+            .spawn_scoped(s, move || {
+                plan(ctx, manifest, task_txs, permit_tx, progress)
+            })
             .expect("spawn planner");
 
         let mut held: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
@@ -395,7 +428,7 @@ const MAX_TASK_BYTES: usize = 4 * 1024 * 1024;
 fn plan(
     ctx: &ReadContext,
     manifest: &Manifest,
-    tasks: Sender<Task>,
+    tasks: Vec<Sender<Task>>,
     permits: Sender<()>,
     progress: &dyn Progress,
 ) -> Result<(u64, u64)> {
@@ -408,7 +441,8 @@ fn plan(
     let mut list_chunk = Vec::new();
     let send = |t: Task| -> Result<()> {
         permits.send(()).map_err(|_| closed())?;
-        tasks.send(t).map_err(|_| closed())
+        let w = (t.loc.blob as u64 % tasks.len() as u64) as usize;
+        tasks[w].send(t).map_err(|_| closed())
     };
     for list_id in &manifest.chunk_list {
         list_chunk.clear();
