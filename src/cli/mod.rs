@@ -101,6 +101,11 @@ pub struct InitArgs {
     /// Identity file, to attach to an existing vault found in S3.
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// zstd level for new data (1-19; higher is smaller and slower). Fixed
+    /// in the vault config; see docs/performance.md for the trade-off.
+    #[arg(long, value_name = "N", default_value_t = vault_format::pack::PackParams::default().zstd_level,
+          value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub zstd_level: i32,
 }
 
 /// `coffer backup`

@@ -45,7 +45,10 @@ pub fn run(cli: Cli) -> Result<i32> {
                 local: a.local.unwrap_or_else(default_local_dir),
                 recipients: a.recipients,
                 chunker: ChunkerParams::default(),
-                pack: PackParams::default(),
+                pack: PackParams {
+                    zstd_level: a.zstd_level,
+                    ..PackParams::default()
+                },
                 s3,
                 identity: a.identity,
             })?;
