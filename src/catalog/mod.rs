@@ -187,39 +187,52 @@ impl Catalog {
         // after a power loss the last commits may roll back, which only
         // loses cache entries the tier still has (rebuild recovers them).
         self.conn
-            .execute_batch(
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=30000;",
+            .busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(|e| self.err(e))?;
+        // Switching a fresh database to WAL can fail with SQLITE_BUSY
+        // without consulting the busy handler while another connection is
+        // opening it too (several pipeline stages do), so retry that case.
+        retry_busy(|| {
+            self.conn.execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
             )
-            .map_err(|e| self.err(e))
+        })
+        .map_err(|e| self.err(e))
     }
 
     /// Migrates under an IMMEDIATE transaction: two processes (or two
     /// pipeline stages) opening a fresh catalog at once must not both run
-    /// the same migration; the second waits (busy_timeout) and then sees
+    /// the same migration; the second waits (retrying while busy) and sees
     /// the new version.
     fn migrate(&mut self) -> Result<(), CatalogError> {
-        let path = self.path.clone();
-        let e = |e| sql_err(&path, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(e)?;
-        let v: i64 = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(e)?;
-        if v > SCHEMA_VERSION {
-            return Err(CatalogError::TooNew {
-                path: self.path.clone(),
-                found: v,
-                supported: SCHEMA_VERSION,
-            });
+        let e = |e| sql_err(&self.path, e);
+        retry_busy(|| self.conn.execute_batch("BEGIN IMMEDIATE")).map_err(e)?;
+        let r = (|| -> Result<(), CatalogError> {
+            let v: i64 = self
+                .conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(e)?;
+            if v > SCHEMA_VERSION {
+                return Err(CatalogError::TooNew {
+                    path: self.path.clone(),
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            for m in schema::MIGRATIONS.iter().skip(v as usize) {
+                self.conn.execute_batch(m).map_err(e)?;
+            }
+            self.conn
+                .pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(e)
+        })();
+        match r {
+            Ok(()) => self.conn.execute_batch("COMMIT").map_err(e),
+            Err(err) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(err)
+            }
         }
-        for m in schema::MIGRATIONS.iter().skip(v as usize) {
-            tx.execute_batch(m).map_err(e)?;
-        }
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(e)?;
-        tx.commit().map_err(e)
     }
 
     fn err(&self, e: rusqlite::Error) -> CatalogError {
@@ -718,9 +731,66 @@ impl Catalog {
     }
 }
 
+/// Runs `f` until it stops failing with SQLITE_BUSY (up to ~30 s, with
+/// growing pauses, like SQLite's own busy handler).
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let mut pause = std::time::Duration::from_millis(2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn sql_err(path: &Path, source: rusqlite::Error) -> CatalogError {
     CatalogError::Sqlite {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_connections_can_open_a_fresh_catalog_at_once() {
+        // Backups open several connections (dedup, packer, uploaders) to a
+        // catalog that may not exist yet; none may fail with "locked".
+        for _ in 0..20 {
+            let d = tempfile::tempdir().unwrap();
+            let path = d.path().join("c.sqlite");
+            std::thread::scope(|s| {
+                let hs: Vec<_> = (0..6)
+                    .map(|_| s.spawn(|| Catalog::open(&path).map(|_| ())))
+                    .collect();
+                for h in hs {
+                    h.join().unwrap().unwrap();
+                }
+            });
+            assert_eq!(Catalog::open(&path).unwrap().chunk_count().unwrap(), 0);
+        }
+    }
+
+    #[test]
+    fn a_newer_catalog_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("c.sqlite");
+        drop(Catalog::open(&path).unwrap());
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let e = Catalog::open(&path).err().expect("refused");
+        assert!(matches!(e, CatalogError::TooNew { .. }), "{e}");
+        assert!(e.to_string().contains("upgrade coffer"));
     }
 }
