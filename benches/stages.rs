@@ -9,6 +9,9 @@
 use std::io::{Cursor, Read};
 use std::sync::Arc;
 
+#[path = "../tests/support/s3.rs"]
+mod s3;
+
 use coffer::pipeline::backup::{self, BackupContext, BackupRequest};
 use coffer::pipeline::restore::{self, ReadContext};
 use coffer::progress::Silent;
@@ -229,5 +232,99 @@ fn end_to_end(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, stages, end_to_end);
+/// The offsite tier against an S3 server on loopback (s3s-fs, in process):
+/// backup with and without it on the same data, the lag from the end of
+/// ingest to "offsite complete", and a restore that reads only from S3.
+fn offsite(c: &mut Criterion) {
+    let server = s3::s3s_fs();
+    for (k, v) in server.env() {
+        // Edition 2021: set_var is safe; nothing else runs yet.
+        std::env::set_var(k, v);
+    }
+    let data = dump_like(64 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let identity = Identity::generate();
+    let key = DedupKey::generate();
+    let config = VaultConfig::new(
+        VaultId::random(),
+        "2026-11-24T00:00:00Z".into(),
+        ChunkerParams::default(),
+        PackParams::default(),
+        &identity.to_recipients(),
+        &key,
+    )
+    .unwrap();
+    let mut g = c.benchmark_group("offsite");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    let mut n = 0;
+    let mut lag = Vec::new();
+    let mut run = |with_s3: bool, lag: &mut Vec<f64>| {
+        n += 1;
+        let local = Arc::new(LocalTier::create("local", &dir.path().join(format!("v{n}"))).unwrap());
+        local.put_bytes("config", &config.encode()).unwrap();
+        let mut settings = coffer::tier::s3::S3Settings::from_url(&format!("s3://{}/run{n}", server.bucket())).unwrap();
+        settings.endpoint = Some(server.endpoint());
+        let offsite: Vec<Arc<dyn Tier>> = if with_s3 {
+            vec![Arc::new(coffer::tier::s3::S3Tier::new("s3", &settings).unwrap())]
+        } else {
+            vec![]
+        };
+        let ctx = BackupContext {
+            tier: local,
+            offsite,
+            catalog_path: dir.path().join(format!("c{n}.sqlite")),
+            config: config.clone(),
+            recipients: identity.to_recipients(),
+            dedup_key: key.clone(),
+            threads: coffer::pipeline::threads(),
+        };
+        let rep = backup::run(&ctx, &mut CursorSource(Cursor::new(data.clone())), &BackupRequest::default(), &Silent).unwrap();
+        assert!(!rep.offsite_pending());
+        lag.push(rep.offsite_lag_seconds);
+        (ctx, rep)
+    };
+    g.bench_function("backup, local tier only", |b| b.iter(|| run(false, &mut Vec::new()).1.stored_size));
+    g.bench_function("backup, local + S3 (loopback)", |b| b.iter(|| run(true, &mut lag).1.stored_size));
+    lag.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if !lag.is_empty() {
+        eprintln!(
+            "offsite lag (end of ingest -> offsite complete) over {} runs: median {:.3} s, max {:.3} s",
+            lag.len(),
+            lag[lag.len() / 2],
+            lag[lag.len() - 1]
+        );
+    }
+    let (ctx, rep) = run(true, &mut Vec::new());
+    let manifest = coffer::catalog::Catalog::open(&ctx.catalog_path).unwrap().manifest(&rep.id).unwrap();
+    let rctx = ReadContext {
+        tiers: ctx.offsite.clone(),
+        catalog_path: ctx.catalog_path.clone(),
+        identity: Arc::new(Identity::parse(&identity.to_file_text("bench")).unwrap()),
+        idkey: key.chunk_id_key(),
+        threads: coffer::pipeline::threads(),
+    };
+    g.bench_function("restore from S3 only (every chunk verified)", |b| {
+        b.iter(|| restore::run(&rctx, &manifest, &mut std::io::sink(), &Silent).unwrap().bytes)
+    });
+    let pack_file = std::fs::read_dir(dir.path().join(format!("v{n}/packs")))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    let size = std::fs::metadata(&pack_file).unwrap().len();
+    g.throughput(Throughput::Bytes(size));
+    let s3tier = &ctx.offsite[0];
+    let mut i = 0;
+    g.bench_function("upload one pack to S3 (loopback)", |b| {
+        b.iter(|| {
+            i += 1;
+            s3tier.put_file(&format!("upload-bench/{i}"), &pack_file).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, stages, end_to_end, offsite);
 criterion_main!(benches);
