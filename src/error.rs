@@ -67,13 +67,12 @@ pub enum Error {
         detail: String,
     },
     /// Writing the output failed.
-    #[error("writing {what} failed: {source}")]
+    #[error("writing {what} failed: {io}")]
     Output {
         /// The output.
         what: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// Why (in the message; not a `source`, so `{:#}` prints it once).
+        io: std::io::Error,
     },
 }
 

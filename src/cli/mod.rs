@@ -20,7 +20,10 @@ Exit status:
   5  a key is missing or does not open the vault
 
 Environment: COFFER_CONFIG (settings file), COFFER_IDENTITY (identity file
-for commands that decrypt), BACKUP_DIRECTORY (default local vault for init).";
+for commands that decrypt), BACKUP_DIRECTORY (default local vault for init),
+AWS_* (S3 credentials, standard chain), PG* and ~/.pgpass (PostgreSQL),
+COFFER_PG_BINDIR / COFFER_PG_DUMP / COFFER_PG_DUMPALL / COFFER_PG_RESTORE /
+COFFER_PSQL (which PostgreSQL client programs to run).";
 
 /// coffer: an encrypted, deduplicating offsite vault for PostgreSQL backups.
 #[derive(Debug, Parser)]

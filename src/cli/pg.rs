@@ -118,10 +118,6 @@ struct PgBackupJson<'a> {
 /// anyhow's chain (main.rs) it would say everything twice, so it is
 /// printed here, once, with its status.
 fn fail(e: coffer::Error) -> Result<i32> {
-    if let coffer::Error::Output { .. } = e {
-        eprintln!("coffer: error: {e}");
-        return Ok(e.exit_code());
-    }
     Err(e.into())
 }
 
@@ -304,6 +300,7 @@ pub fn restore(
     v: Verbosity,
     m: &Manifest,
     identity: Option<&Path>,
+    tier: Option<&str>,
     a: &PgRestoreArgs,
 ) -> Result<i32> {
     let opts = RestoreOptions {
@@ -316,7 +313,7 @@ pub fn restore(
         no_owner: a.no_owner,
         no_privileges: a.no_privileges,
     };
-    let ctx = commands::read_context(vault, identity, "restore")?;
+    let ctx = commands::read_context_from(vault, identity, "restore", tier)?;
     let progress = TermProgress::new(v, "restoring");
     let r = pg::restore::restore(vault, &ctx, m, &opts, &progress);
     progress.finish();

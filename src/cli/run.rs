@@ -204,12 +204,12 @@ pub fn run(cli: Cli) -> Result<i32> {
                 note(v, "no snapshots yet; make one with `coffer backup PATH`");
             } else {
                 output::out(&format!(
-                    "{:<32}  {:<16} {:<6} {:<20} {:>10} {:>10}",
+                    "{:<32}  {:<16} {:<10} {:<27} {:>10} {:>10}",
                     "ID", "JOB", "KIND", "CREATED", "RAW", "STORED"
                 ));
                 for s in list {
                     output::out(&format!(
-                        "{:<32}  {:<16} {:<6} {:<20} {:>10} {:>10}",
+                        "{:<32}  {:<16} {:<10} {:<27} {:>10} {:>10}",
                         s.id.to_hex(),
                         s.job,
                         s.kind,
@@ -225,7 +225,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             let vault = Vault::open(&config_path)?;
             let manifest = commands::restore::find(&vault, &a.snapshot, a.job.as_deref())?;
             if a.pg.dbname.is_some() {
-                return super::pg::restore(&vault, v, &manifest, a.identity.as_deref(), &a.pg);
+                return super::pg::restore(
+                    &vault,
+                    v,
+                    &manifest,
+                    a.identity.as_deref(),
+                    a.tier.as_deref(),
+                    &a.pg,
+                );
             }
             let target = match a.to.as_deref() {
                 Some("-") => Target::Stdout,

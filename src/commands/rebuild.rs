@@ -111,7 +111,7 @@ pub fn rebuild(
     }
     std::fs::rename(&tmp_path, &final_path).map_err(|e| Error::Output {
         what: final_path.display().to_string(),
-        source: e,
+        io: e,
     })?;
     Ok(rep)
 }

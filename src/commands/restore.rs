@@ -83,7 +83,7 @@ pub fn restore(
 fn out_err(what: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::Output {
         what: what.display().to_string(),
-        source: e,
+        io: e,
     }
 }
 

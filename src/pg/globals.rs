@@ -129,13 +129,13 @@ pub fn replay<T>(
     drop(stdin);
     let status = child.wait().map_err(|e| Error::Output {
         what: format!("psql into {target}"),
-        source: e,
+        io: e,
     })?;
     let text = tools::join(stderr);
     if !status.success() {
         return Err(Error::Output {
             what: format!("the globals into {target}"),
-            source: std::io::Error::other(format!("psql {}", tools::describe_exit(status, &text))),
+            io: std::io::Error::other(format!("psql {}", tools::describe_exit(status, &text))),
         });
     }
     let value = written?;
@@ -155,7 +155,7 @@ pub fn replay<T>(
     if !errors.is_empty() {
         return Err(Error::Output {
             what: format!("the globals into {target}"),
-            source: std::io::Error::other(format!(
+            io: std::io::Error::other(format!(
                 "{} statement(s) failed: {}",
                 errors.len(),
                 errors.join("; ")

@@ -232,14 +232,14 @@ pub(crate) fn stream_into_pg_restore(
             .map_err(|e| {
                 StreamError::Vault(Error::Output {
                     what: "a temporary directory for pg_restore --jobs".into(),
-                    source: e,
+                    io: e,
                 })
             })?;
         let path = dir.path().join("archive.dump");
         let file = std::fs::File::create(&path).map_err(|e| {
             StreamError::Vault(Error::Output {
                 what: path.display().to_string(),
-                source: e,
+                io: e,
             })
         })?;
         let mut sink = Sink {
@@ -280,7 +280,7 @@ pub(crate) fn stream_into_pg_restore(
         let status = child.wait().map_err(|e| {
             StreamError::Vault(Error::Output {
                 what: "pg_restore".into(),
-                source: e,
+                io: e,
             })
         })?;
         (rep, status, tools::join(stderr))
@@ -593,7 +593,7 @@ fn restore_dump(
             };
             return Err(Error::Output {
                 what: format!("snapshot {} into database {:?}", manifest.id, database),
-                source: std::io::Error::other(format!("{msg}{partial}")),
+                io: std::io::Error::other(format!("{msg}{partial}")),
             });
         }
     };
@@ -632,7 +632,7 @@ pub(crate) fn target_err(e: PgError) -> Error {
         PgError::Conninfo(_) | PgError::Missing { .. } => e.into(),
         other => Error::Output {
             what: "the restored database".into(),
-            source: std::io::Error::other(other.to_string()),
+            io: std::io::Error::other(other.to_string()),
         },
     }
 }

@@ -672,7 +672,7 @@ impl Packer<'_> {
             .tempfile_in(&dir)
             .map_err(|e| Error::Output {
                 what: format!("pack spool in {}", dir.display()),
-                source: e,
+                io: e,
             })?;
         Ok(PackWriter::new(
             &self.ctx.recipients,
@@ -685,11 +685,11 @@ impl Packer<'_> {
         let done = w.finish()?;
         let spool = done.writer.into_inner().map_err(|e| Error::Output {
             what: "pack spool".into(),
-            source: e.into_error(),
+            io: e.into_error(),
         })?;
         spool.as_file().sync_data().map_err(|e| Error::Output {
             what: "pack spool".into(),
-            source: e,
+            io: e,
         })?;
         self.progress.event(&Event::PackSealed {
             id: done.id,

@@ -360,7 +360,7 @@ pub fn run(
             while let Some(buf) = held.remove(&next) {
                 out.write_all(&buf).map_err(|e| Error::Output {
                     what: "restore output".into(),
-                    source: e,
+                    io: e,
                 })?;
                 written += buf.len() as u64;
                 progress.advance(buf.len() as u64);
@@ -376,7 +376,7 @@ pub fn run(
     let (chunks, bytes) = planned?;
     out.flush().map_err(|e| Error::Output {
         what: "restore output".into(),
-        source: e,
+        io: e,
     })?;
     if bytes != manifest.raw_size || written != bytes || chunks != manifest.chunk_count {
         return Err(Error::Integrity {
@@ -497,6 +497,6 @@ fn plan(
 fn closed() -> Error {
     Error::Output {
         what: "restore pipeline".into(),
-        source: std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the writer stopped"),
+        io: std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the writer stopped"),
     }
 }
