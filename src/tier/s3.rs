@@ -110,8 +110,14 @@ pub struct S3Tier {
     no_conditional_put: AtomicBool,
 }
 
-const READ_WINDOW_MIN: usize = 1 << 20;
-const READ_WINDOW_MAX: usize = 16 << 20;
+/// Ranged-GET window: starts at 2 MiB and doubles on sequential reads up to
+/// 8 MiB. A restore keeps up to 4 packs open per worker, so this bounds the
+/// buffers of an S3 restore to 2 workers x 4 x 8 MiB.
+const READ_WINDOW_MIN: usize = 2 << 20;
+const READ_WINDOW_MAX: usize = 8 << 20;
+/// A forward seek shorter than this keeps the grown window: restore workers
+/// each read every other blob of a pack, which is still a forward scan.
+const SHORT_SEEK: u64 = 32 << 20;
 
 impl S3Tier {
     /// Connects (lazily: no request is made until the first call).
@@ -490,9 +496,10 @@ struct S3Handle {
     settings: S3Settings,
 }
 
-/// A seekable reader over ranged GETs. The window doubles while reads are
-/// sequential (a whole-pack read costs few requests) and starts small after
-/// a seek (a restore that needs one blob fetches little more than it).
+/// A seekable reader over ranged GETs. The window doubles while reads move
+/// forward (a whole-pack read costs few requests) and starts small again
+/// after a backward or long seek (a restore that needs one blob fetches
+/// little more than it).
 struct RangeReader {
     tier: S3Handle,
     key: String,
@@ -576,8 +583,10 @@ impl Seek for RangeReader {
             ));
         }
         let new = new as u64;
-        let in_buf = new >= self.buf_start && new <= self.buf_start + self.buf.len() as u64;
-        if !in_buf {
+        let buf_end = self.buf_start + self.buf.len() as u64;
+        let in_buf = new >= self.buf_start && new <= buf_end;
+        let short_forward = new > buf_end && new - buf_end < SHORT_SEEK;
+        if !in_buf && !short_forward {
             self.window = READ_WINDOW_MIN;
         }
         self.pos = new;
