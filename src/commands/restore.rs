@@ -87,6 +87,17 @@ fn out_err(what: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
+/// `.NAME.coffer-partial-` (tempfile adds a random suffix) beside the
+/// target: same filesystem, so the final rename is atomic; hidden, and named
+/// for what it is if a crash leaves it behind.
+fn partial_prefix(target: &Path) -> String {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(".{name}.coffer-partial-")
+}
+
 fn parent_of(p: &Path) -> PathBuf {
     match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -107,12 +118,8 @@ fn to_file(
         )));
     }
     let dir = parent_of(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.coffer-partial-"))
+        .prefix(&partial_prefix(path))
         .tempfile_in(&dir)
         .map_err(out_err(path))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
@@ -145,12 +152,8 @@ fn to_tree(
         Err(e) => return Err(out_err(path)(e)),
     };
     let dir = parent_of(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.coffer-partial-"))
+        .prefix(&partial_prefix(path))
         .tempdir_in(&dir)
         .map_err(out_err(path))?;
     let (reader, mut writer) = std::io::pipe().map_err(out_err(path))?;

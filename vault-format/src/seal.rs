@@ -71,7 +71,12 @@ pub fn open(
     what: &'static str,
     limit: usize,
 ) -> Result<Vec<u8>> {
-    let r = open_reader(identity, ciphertext, what)?;
+    read_limited(open_reader(identity, ciphertext, what)?, what, limit)
+}
+
+/// Reads a whole payload, refusing more than `limit` bytes (a damaged or
+/// hostile object must not make us allocate without bound).
+fn read_limited(r: impl Read, what: &'static str, limit: usize) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     r.take(limit as u64 + 1)
         .read_to_end(&mut out)
@@ -120,15 +125,7 @@ pub fn open_armored(
     limit: usize,
 ) -> Result<Vec<u8>> {
     let reader = age::armor::ArmoredReader::new(text.as_bytes());
-    let r = open_reader(identity, reader, what)?;
-    let mut out = Vec::new();
-    r.take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| map_payload_error(e, what))?;
-    if out.len() > limit {
-        return Err(FormatError::corrupt(what, "larger than any valid object"));
-    }
-    Ok(out)
+    read_limited(open_reader(identity, reader, what)?, what, limit)
 }
 
 #[cfg(test)]
