@@ -261,12 +261,17 @@ fn offsite(c: &mut Criterion) {
     let mut lag = Vec::new();
     let mut run = |with_s3: bool, lag: &mut Vec<f64>| {
         n += 1;
-        let local = Arc::new(LocalTier::create("local", &dir.path().join(format!("v{n}"))).unwrap());
+        let local =
+            Arc::new(LocalTier::create("local", &dir.path().join(format!("v{n}"))).unwrap());
         local.put_bytes("config", &config.encode()).unwrap();
-        let mut settings = coffer::tier::s3::S3Settings::from_url(&format!("s3://{}/run{n}", server.bucket())).unwrap();
+        let mut settings =
+            coffer::tier::s3::S3Settings::from_url(&format!("s3://{}/run{n}", server.bucket()))
+                .unwrap();
         settings.endpoint = Some(server.endpoint());
         let offsite: Vec<Arc<dyn Tier>> = if with_s3 {
-            vec![Arc::new(coffer::tier::s3::S3Tier::new("s3", &settings).unwrap())]
+            vec![Arc::new(
+                coffer::tier::s3::S3Tier::new("s3", &settings).unwrap(),
+            )]
         } else {
             vec![]
         };
@@ -279,13 +284,23 @@ fn offsite(c: &mut Criterion) {
             dedup_key: key.clone(),
             threads: coffer::pipeline::threads(),
         };
-        let rep = backup::run(&ctx, &mut CursorSource(Cursor::new(data.clone())), &BackupRequest::default(), &Silent).unwrap();
+        let rep = backup::run(
+            &ctx,
+            &mut CursorSource(Cursor::new(data.clone())),
+            &BackupRequest::default(),
+            &Silent,
+        )
+        .unwrap();
         assert!(!rep.offsite_pending());
         lag.push(rep.offsite_lag_seconds);
         (ctx, rep)
     };
-    g.bench_function("backup, local tier only", |b| b.iter(|| run(false, &mut Vec::new()).1.stored_size));
-    g.bench_function("backup, local + S3 (loopback)", |b| b.iter(|| run(true, &mut lag).1.stored_size));
+    g.bench_function("backup, local tier only", |b| {
+        b.iter(|| run(false, &mut Vec::new()).1.stored_size)
+    });
+    g.bench_function("backup, local + S3 (loopback)", |b| {
+        b.iter(|| run(true, &mut lag).1.stored_size)
+    });
     lag.sort_by(|a, b| a.partial_cmp(b).unwrap());
     if !lag.is_empty() {
         eprintln!(
@@ -296,7 +311,10 @@ fn offsite(c: &mut Criterion) {
         );
     }
     let (ctx, rep) = run(true, &mut Vec::new());
-    let manifest = coffer::catalog::Catalog::open(&ctx.catalog_path).unwrap().manifest(&rep.id).unwrap();
+    let manifest = coffer::catalog::Catalog::open(&ctx.catalog_path)
+        .unwrap()
+        .manifest(&rep.id)
+        .unwrap();
     let rctx = ReadContext {
         tiers: ctx.offsite.clone(),
         catalog_path: ctx.catalog_path.clone(),
@@ -305,7 +323,11 @@ fn offsite(c: &mut Criterion) {
         threads: coffer::pipeline::threads(),
     };
     g.bench_function("restore from S3 only (every chunk verified)", |b| {
-        b.iter(|| restore::run(&rctx, &manifest, &mut std::io::sink(), &Silent).unwrap().bytes)
+        b.iter(|| {
+            restore::run(&rctx, &manifest, &mut std::io::sink(), &Silent)
+                .unwrap()
+                .bytes
+        })
     });
     let pack_file = std::fs::read_dir(dir.path().join(format!("v{n}/packs")))
         .unwrap()
@@ -320,7 +342,9 @@ fn offsite(c: &mut Criterion) {
     g.bench_function("upload one pack to S3 (loopback)", |b| {
         b.iter(|| {
             i += 1;
-            s3tier.put_file(&format!("upload-bench/{i}"), &pack_file).unwrap()
+            s3tier
+                .put_file(&format!("upload-bench/{i}"), &pack_file)
+                .unwrap()
         })
     });
     g.finish();
