@@ -25,7 +25,7 @@ use vault_format::blob::{BlobDecoder, Codec};
 use vault_format::chunklist::ChunkListDecoder;
 use vault_format::keys::{ChunkIdKey, Identity};
 use vault_format::manifest::Manifest;
-use vault_format::pack::PackReader;
+use vault_format::pack::BlobReader;
 use vault_format::{ChunkId, FormatError, PackId, SnapshotId};
 
 use crate::catalog::{Catalog, ChunkLocation};
@@ -81,17 +81,6 @@ impl BlobLoc {
             codec: l.codec,
         }
     }
-
-    fn entry(&self) -> vault_format::pack::BlobEntry {
-        vault_format::pack::BlobEntry {
-            offset: self.offset,
-            stored_len: self.stored_len,
-            raw_len: self.raw_len,
-            codec: self.codec,
-            kind: vault_format::pack::ChunkKind::Data,
-            chunks: Vec::new(),
-        }
-    }
 }
 
 struct Task {
@@ -118,12 +107,14 @@ pub(crate) struct Fetcher<'a> {
     progress: &'a dyn Progress,
 }
 
-const OPEN_PACKS: usize = 4;
+/// Packs a worker keeps open: a late night's stream jumps between packs of
+/// every earlier night, and reopening costs an X25519 unwrap each time.
+const OPEN_PACKS: usize = 32;
 /// Decoded blobs a worker keeps besides the current one (~1 MiB each).
 const DECODED_CACHE: usize = 4;
 
 /// An open pack: its id, the index of the tier it came from, its reader.
-type OpenPack = (PackId, usize, PackReader<Box<dyn ReadSeek>>);
+type OpenPack = (PackId, usize, BlobReader<Box<dyn ReadSeek>>);
 
 impl<'a> Fetcher<'a> {
     pub(crate) fn new(
@@ -165,7 +156,7 @@ impl<'a> Fetcher<'a> {
                         e.to_string()
                     }
                 })?;
-                let r = PackReader::open(&self.ctx.identity, src).map_err(describe)?;
+                let r = BlobReader::open(&self.ctx.identity, src).map_err(describe)?;
                 if self.open.len() >= OPEN_PACKS {
                     self.open.remove(0);
                 }
@@ -175,7 +166,7 @@ impl<'a> Fetcher<'a> {
         };
         let reader = &mut self.open[idx].2;
         let res = reader
-            .read_blob(&loc.entry(), &mut self.stored)
+            .read_at(loc.offset, loc.stored_len, &mut self.stored)
             .and_then(|_| {
                 self.decoder.decode(
                     loc.codec,
