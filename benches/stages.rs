@@ -158,9 +158,8 @@ impl Source for CursorSource {
     }
 }
 
-fn end_to_end(c: &mut Criterion) {
-    let data = dump_like(64 << 20);
-    let dir = tempfile::tempdir().unwrap();
+/// A fresh identity, dedup key and vault config with default parameters.
+fn new_vault_keys() -> (Identity, DedupKey, VaultConfig) {
     let identity = Identity::generate();
     let key = DedupKey::generate();
     let config = VaultConfig::new(
@@ -172,6 +171,13 @@ fn end_to_end(c: &mut Criterion) {
         &key,
     )
     .unwrap();
+    (identity, key, config)
+}
+
+fn end_to_end(c: &mut Criterion) {
+    let data = dump_like(64 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let (identity, key, config) = new_vault_keys();
     let tier = Arc::new(LocalTier::create("local", &dir.path().join("vault")).unwrap());
     tier.put_bytes("config", &config.encode()).unwrap();
     let mut g = c.benchmark_group("end-to-end");
@@ -243,17 +249,7 @@ fn offsite(c: &mut Criterion) {
     }
     let data = dump_like(64 << 20);
     let dir = tempfile::tempdir().unwrap();
-    let identity = Identity::generate();
-    let key = DedupKey::generate();
-    let config = VaultConfig::new(
-        VaultId::random(),
-        "2026-11-24T00:00:00Z".into(),
-        ChunkerParams::default(),
-        PackParams::default(),
-        &identity.to_recipients(),
-        &key,
-    )
-    .unwrap();
+    let (identity, key, config) = new_vault_keys();
     let mut g = c.benchmark_group("offsite");
     g.sample_size(10);
     g.throughput(Throughput::Bytes(data.len() as u64));

@@ -290,30 +290,20 @@ pub fn run(cli: Cli) -> Result<i32> {
             let r = commands::verify::verify(&vault, ctx.as_ref(), &progress);
             progress.finish();
             let rep = r?;
-            if v.json {
-                output::json(&rep);
-            } else {
-                for p in &rep.problems {
-                    eprintln!("coffer: {p}");
+            let summary = format!(
+                "coffer: verified {} pack copies ({} read), {} chunks, {} snapshots in {:.1}s: {}",
+                rep.packs_checked,
+                bytes(rep.bytes_read),
+                rep.chunks_checked,
+                rep.snapshots_checked,
+                rep.seconds,
+                if rep.problems.is_empty() {
+                    "no problems".to_string()
+                } else {
+                    format!("{} PROBLEM(S)", rep.problems.len())
                 }
-                note(
-                    v,
-                    &format!(
-                        "coffer: verified {} pack copies ({} read), {} chunks, {} snapshots in {:.1}s: {}",
-                        rep.packs_checked,
-                        bytes(rep.bytes_read),
-                        rep.chunks_checked,
-                        rep.snapshots_checked,
-                        rep.seconds,
-                        if rep.problems.is_empty() { "no problems".to_string() } else { format!("{} PROBLEM(S)", rep.problems.len()) }
-                    ),
-                );
-            }
-            Ok(if rep.problems.is_empty() {
-                0
-            } else {
-                coffer::error::exit::INTEGRITY
-            })
+            );
+            Ok(report_with_problems(v, &rep, &rep.problems, &summary))
         }
         Command::Index {
             command: IndexCommand::Rebuild { identity, tier },
@@ -322,26 +312,35 @@ pub fn run(cli: Cli) -> Result<i32> {
             let (id, _) = vault.identity(identity.as_deref(), "index rebuild")?;
             let tier = vault.select_tiers(Some(&tier))?.remove(0);
             let rep = commands::rebuild::rebuild(&vault, &*tier, &id)?;
-            if v.json {
-                output::json(&rep);
-            } else {
-                for p in &rep.problems {
-                    eprintln!("coffer: {p}");
-                }
-                note(
-                    v,
-                    &format!(
-                        "coffer: rebuilt the catalog from tier {}: {} packs, {} chunks, {} snapshots",
-                        rep.tier, rep.packs, rep.chunks, rep.snapshots
-                    ),
-                );
-            }
-            Ok(if rep.problems.is_empty() {
-                0
-            } else {
-                coffer::error::exit::INTEGRITY
-            })
+            let summary = format!(
+                "coffer: rebuilt the catalog from tier {}: {} packs, {} chunks, {} snapshots",
+                rep.tier, rep.packs, rep.chunks, rep.snapshots
+            );
+            Ok(report_with_problems(v, &rep, &rep.problems, &summary))
         }
+    }
+}
+
+/// Renders a report that lists problems: JSON, or each problem on stderr
+/// and a summary; the status is 4 when any problem was found.
+fn report_with_problems<T: serde::Serialize>(
+    v: Verbosity,
+    rep: &T,
+    problems: &[String],
+    summary: &str,
+) -> i32 {
+    if v.json {
+        output::json(rep);
+    } else {
+        for p in problems {
+            eprintln!("coffer: {p}");
+        }
+        note(v, summary);
+    }
+    if problems.is_empty() {
+        0
+    } else {
+        coffer::error::exit::INTEGRITY
     }
 }
 
