@@ -122,9 +122,7 @@ fn to_file(
         .prefix(&partial_prefix(path))
         .tempfile_in(&dir)
         .map_err(out_err(path))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
-    let rep = restore::run(ctx, manifest, &mut w, progress)?;
-    let tmp = w.into_inner().map_err(|e| out_err(path)(e.into_error()))?;
+    let rep = crate::pipeline::restore_file::run(ctx, manifest, tmp.as_file(), progress)?;
     tmp.as_file().sync_all().map_err(out_err(path))?;
     tmp.persist_noclobber(path)
         .map_err(|e| out_err(path)(e.error))?;

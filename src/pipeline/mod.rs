@@ -14,12 +14,21 @@
 //!  planner ──tasks──▶ N workers ──results──▶ writer (reorders, writes)
 //! ```
 //!
+//! Restore into a regular file (`restore_file`) skips the reordering: the
+//! planner sorts a window of the stream by pack and blob, and each worker
+//! decodes a blob once and writes its chunks at their offsets.
+//!
+//! ```text
+//!  planner (window, sorted by pack/blob) ──jobs──▶ N workers ──pwrite──▶ file
+//! ```
+//!
 //! Buffers are recycled through pools, so the hot path allocates nothing per
 //! chunk, and every queue is bounded, so memory does not grow with the input.
 
 pub mod backup;
 pub mod dedup;
 pub mod restore;
+pub mod restore_file;
 
 /// Worker threads for CPU-bound stages.
 pub fn threads() -> usize {

@@ -61,17 +61,17 @@ pub struct RestoreReport {
 }
 
 #[derive(Clone)]
-struct BlobLoc {
-    pack: PackId,
+pub(crate) struct BlobLoc {
+    pub(crate) pack: PackId,
     blob: i64,
-    offset: u64,
+    pub(crate) offset: u64,
     stored_len: u32,
-    raw_len: u32,
+    pub(crate) raw_len: u32,
     codec: Codec,
 }
 
 impl BlobLoc {
-    fn of(l: &ChunkLocation) -> Self {
+    pub(crate) fn of(l: &ChunkLocation) -> Self {
         BlobLoc {
             pack: l.pack,
             blob: l.blob,
@@ -201,7 +201,7 @@ impl<'a> Fetcher<'a> {
     }
 
     /// Makes `self.decoded` the decoded blob, with every extract verified.
-    fn load(&mut self, loc: &BlobLoc, extracts: &[(u32, u32, ChunkId)]) -> Result<()> {
+    pub(crate) fn load(&mut self, loc: &BlobLoc, extracts: &[(u32, u32, ChunkId)]) -> Result<()> {
         if self.decoded_blob == Some(loc.blob) && self.check(extracts).is_ok() {
             return Ok(());
         }
@@ -256,6 +256,11 @@ impl<'a> Fetcher<'a> {
                 .join(","),
             snapshot: self.snapshot.map(|s| s.to_hex()),
         })
+    }
+
+    /// The blob [`Fetcher::load`] made current.
+    pub(crate) fn decoded(&self) -> &[u8] {
+        &self.decoded
     }
 
     /// Appends the verified extracts to `out`.
@@ -369,17 +374,7 @@ pub fn run(
         what: "restore output".into(),
         io: e,
     })?;
-    if bytes != manifest.raw_size || written != bytes || chunks != manifest.chunk_count {
-        return Err(Error::Integrity {
-            problem: format!(
-                "restored {written} bytes in {chunks} chunks, but the manifest says {} bytes in {} chunks",
-                manifest.raw_size, manifest.chunk_count
-            ),
-            pack: "(chunk list)".into(),
-            tier: "catalog".into(),
-            snapshot: Some(sid.to_hex()),
-        });
-    }
+    check_totals(manifest, written, chunks, bytes)?;
     Ok(RestoreReport {
         id: sid,
         bytes: written,
@@ -423,18 +418,54 @@ fn plan(
     permits: Sender<()>,
     progress: &dyn Progress,
 ) -> Result<(u64, u64)> {
-    let catalog = Catalog::open(&ctx.catalog_path)?;
-    let mut fetcher = Fetcher::new(ctx, Some(manifest.id), progress)?;
-    let mut decoder = ChunkListDecoder::new();
     let mut seq = 0u64;
     let mut current: Option<(Task, usize)> = None;
-    let (mut count, mut bytes) = (0u64, 0u64);
-    let mut list_chunk = Vec::new();
     let send = |t: Task| -> Result<()> {
         permits.send(()).map_err(|_| closed())?;
         let w = (t.loc.blob as u64 % tasks.len() as u64) as usize;
         tasks[w].send(t).map_err(|_| closed())
     };
+    let totals = for_each_chunk(ctx, manifest, progress, |id, loc| {
+        let len = loc.length;
+        match &mut current {
+            Some((t, size)) if t.loc.blob == loc.blob && *size + len as usize <= MAX_TASK_BYTES => {
+                t.extracts.push((loc.offset, len, id));
+                *size += len as usize;
+            }
+            _ => {
+                let task = Task {
+                    seq,
+                    loc: BlobLoc::of(&loc),
+                    extracts: vec![(loc.offset, len, id)],
+                };
+                seq += 1;
+                if let Some((t, _)) = current.replace((task, len as usize)) {
+                    send(t)?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    if let Some((t, _)) = current.take() {
+        send(t)?;
+    }
+    Ok(totals)
+}
+
+/// Calls `f` with every chunk of the snapshot's stream, in order, resolved
+/// to its location through the catalog (the chunk list itself is read and
+/// verified like any data). Returns (chunks, bytes).
+pub(crate) fn for_each_chunk(
+    ctx: &ReadContext,
+    manifest: &Manifest,
+    progress: &dyn Progress,
+    mut f: impl FnMut(ChunkId, ChunkLocation) -> Result<()>,
+) -> Result<(u64, u64)> {
+    let catalog = Catalog::open(&ctx.catalog_path)?;
+    let mut fetcher = Fetcher::new(ctx, Some(manifest.id), progress)?;
+    let mut decoder = ChunkListDecoder::new();
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let mut list_chunk = Vec::new();
     for list_id in &manifest.chunk_list {
         list_chunk.clear();
         fetcher.chunk(&catalog, list_id, &mut list_chunk)?;
@@ -456,36 +487,36 @@ fn plan(
             }
             count += 1;
             bytes += u64::from(len);
-            match &mut current {
-                Some((t, size))
-                    if t.loc.blob == loc.blob && *size + len as usize <= MAX_TASK_BYTES =>
-                {
-                    t.extracts.push((loc.offset, len, id));
-                    *size += len as usize;
-                }
-                _ => {
-                    let task = Task {
-                        seq,
-                        loc: BlobLoc::of(&loc),
-                        extracts: vec![(loc.offset, len, id)],
-                    };
-                    seq += 1;
-                    if let Some((t, _)) = current.replace((task, len as usize)) {
-                        send(t)?;
-                    }
-                }
-            }
-            Ok(())
+            f(id, loc)
         })?;
     }
     decoder.finish()?;
-    if let Some((t, _)) = current.take() {
-        send(t)?;
-    }
     Ok((count, bytes))
 }
 
-fn closed() -> Error {
+/// The error every restore path returns when its result does not add up to
+/// what the manifest promises.
+pub(crate) fn check_totals(
+    manifest: &Manifest,
+    written: u64,
+    chunks: u64,
+    bytes: u64,
+) -> Result<()> {
+    if bytes != manifest.raw_size || written != bytes || chunks != manifest.chunk_count {
+        return Err(Error::Integrity {
+            problem: format!(
+                "restored {written} bytes in {chunks} chunks, but the manifest says {} bytes in {} chunks",
+                manifest.raw_size, manifest.chunk_count
+            ),
+            pack: "(chunk list)".into(),
+            tier: "catalog".into(),
+            snapshot: Some(manifest.id.to_hex()),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn closed() -> Error {
     Error::Output {
         what: "restore pipeline".into(),
         io: std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the writer stopped"),

@@ -1,0 +1,349 @@
+//! Restore into a regular file, out of order: blob by blob, pack by pack.
+//!
+//! A later night's stream takes most chunks from old blobs and a scattering
+//! of chunks from every night since, and a blob written on night 2 holds
+//! changed chunks from all over that night's dump. Restoring in stream order
+//! (as [`super::restore::run`] must, for a pipe) decodes such a blob again
+//! for nearly every chunk it contributes. A file can be written at any
+//! offset, so here the planner first resolves a window of the stream (up to
+//! [`WINDOW_CHUNKS`] chunks, so memory stays flat) and sorts it by pack and
+//! blob; the workers then read each pack front to back, decode each blob
+//! once, check every chunk's keyed hash, and `pwrite` it to every offset
+//! where the stream has it. Tier fallback and error reporting are the
+//! [`Fetcher`]'s, as for the ordered path.
+//!
+//! The caller owns the file (a temporary beside the target) and decides
+//! what happens to it: nothing written here is visible until every chunk
+//! of every window is verified and the totals match the manifest.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver};
+use vault_format::manifest::Manifest;
+use vault_format::{ChunkId, SnapshotId};
+
+use super::restore::{
+    check_totals, closed, for_each_chunk, BlobLoc, Fetcher, ReadContext, RestoreReport,
+};
+use crate::catalog::ChunkLocation;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+
+/// Chunks resolved before the window is sorted and handed out: ~56 bytes
+/// each, so ~7 MiB of plan however large the snapshot (2 GiB of stream at
+/// the 16 KiB average chunk). A blob used by several windows is decoded
+/// once per window.
+const WINDOW_CHUNKS: usize = 1 << 17;
+/// Decoded bytes a job covers, so that a few large packs still spread
+/// across the workers.
+const JOB_BYTES: u64 = 4 << 20;
+
+/// One chunk of the stream: where it goes and where it comes from.
+struct Place {
+    /// Offset in the output.
+    out: u64,
+    /// Index into the window's blob table.
+    blob: u32,
+    /// Offset in the decoded blob.
+    off: u32,
+    len: u32,
+    id: ChunkId,
+}
+
+/// One blob's share of a job.
+struct BlobWork {
+    loc: BlobLoc,
+    /// Distinct chunks to take from it: (offset in blob, length, id).
+    extracts: Vec<(u32, u32, ChunkId)>,
+    /// (output offset, index into `extracts`).
+    writes: Vec<(u64, u32)>,
+}
+
+/// Blobs of one pack, in pack order.
+type Job = Vec<BlobWork>;
+
+/// Restores the snapshot's stream into `file` (which should be empty).
+///
+/// # Errors
+/// As [`super::restore::run`]: [`Error::Integrity`] naming pack, tiers and
+/// snapshot; [`Error::Output`] when a write fails.
+pub fn run(
+    ctx: &ReadContext,
+    manifest: &Manifest,
+    file: &File,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let threads = ctx.threads.max(1);
+    let sid = manifest.id;
+    let written = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+
+    let (totals, results) = std::thread::scope(|s| {
+        let (job_tx, job_rx) = bounded::<Job>(threads * 2);
+        let workers: Vec<_> = (0..threads)
+            .map(|i| {
+                let job_rx = job_rx.clone();
+                let (written, failed) = (&written, &failed);
+                std::thread::Builder::new()
+                    .name(format!("restore-{i}"))
+                    .spawn_scoped(s, move || {
+                        let r = worker(ctx, sid, file, job_rx, written, progress);
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        r
+                    })
+                    .expect("spawn restore worker")
+            })
+            .collect();
+        drop(job_rx);
+
+        let mut window = Window::default();
+        let mut out = 0u64;
+        let send = |w: &mut Window| -> Result<()> {
+            for job in w.jobs() {
+                if failed.load(Ordering::Relaxed) {
+                    return Err(closed());
+                }
+                job_tx.send(job).map_err(|_| closed())?;
+            }
+            Ok(())
+        };
+        let totals = for_each_chunk(ctx, manifest, progress, |id, loc| {
+            window.push(out, id, &loc);
+            out += u64::from(loc.length);
+            if window.places.len() >= WINDOW_CHUNKS {
+                send(&mut window)?;
+            }
+            Ok(())
+        })
+        .and_then(|t| send(&mut window).map(|()| t));
+        drop(job_tx);
+        let results: Vec<Result<()>> = workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(closed())))
+            .collect();
+        (totals, results)
+    });
+    // A worker's own error says more than the planner's "the writer stopped".
+    for r in results {
+        r?;
+    }
+    let (chunks, bytes) = totals?;
+    check_totals(manifest, written.load(Ordering::Relaxed), chunks, bytes)?;
+    Ok(RestoreReport {
+        id: sid,
+        bytes,
+        chunks,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// A window of the stream being planned.
+#[derive(Default)]
+struct Window {
+    places: Vec<Place>,
+    blobs: Vec<BlobLoc>,
+    by_row: HashMap<i64, u32>,
+}
+
+impl Window {
+    fn push(&mut self, out: u64, id: ChunkId, loc: &ChunkLocation) {
+        let next = self.blobs.len() as u32;
+        let blob = *self.by_row.entry(loc.blob).or_insert(next);
+        if blob == next {
+            self.blobs.push(BlobLoc::of(loc));
+        }
+        self.places.push(Place {
+            out,
+            blob,
+            off: loc.offset,
+            len: loc.length,
+            id,
+        });
+    }
+
+    /// Empties the window into jobs: blobs sorted by pack and offset (each
+    /// pack read front to back), each blob's chunks by offset, one extract
+    /// per distinct chunk however often the stream repeats it.
+    fn jobs(&mut self) -> Vec<Job> {
+        let blobs = std::mem::take(&mut self.blobs);
+        self.by_row.clear();
+        let mut order: Vec<u32> = (0..blobs.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let (a, b) = (&blobs[a as usize], &blobs[b as usize]);
+            (a.pack.as_bytes(), a.offset).cmp(&(b.pack.as_bytes(), b.offset))
+        });
+        let mut rank = vec![0u32; blobs.len()];
+        for (r, &b) in order.iter().enumerate() {
+            rank[b as usize] = r as u32;
+        }
+        let mut places = std::mem::take(&mut self.places);
+        places.sort_unstable_by_key(|p| (rank[p.blob as usize], p.off, p.out));
+
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut job_bytes = 0u64;
+        let mut current: Option<BlobWork> = None;
+        let mut current_blob = u32::MAX;
+        let finish = |w: BlobWork, jobs: &mut Vec<Job>, job_bytes: &mut u64| {
+            let same_pack = jobs
+                .last()
+                .and_then(|j| j.last())
+                .is_some_and(|last| last.loc.pack == w.loc.pack);
+            let raw = u64::from(w.loc.raw_len);
+            if same_pack && *job_bytes + raw <= JOB_BYTES {
+                *job_bytes += raw;
+                jobs.last_mut().expect("same_pack implies a job").push(w);
+            } else {
+                *job_bytes = raw;
+                jobs.push(vec![w]);
+            }
+        };
+        for p in places {
+            if p.blob != current_blob {
+                if let Some(w) = current.take() {
+                    finish(w, &mut jobs, &mut job_bytes);
+                }
+                current_blob = p.blob;
+                current = Some(BlobWork {
+                    loc: blobs[p.blob as usize].clone(),
+                    extracts: Vec::new(),
+                    writes: Vec::new(),
+                });
+            }
+            let w = current.as_mut().expect("set above");
+            if w.extracts.last().is_none_or(|e| e.0 != p.off) {
+                w.extracts.push((p.off, p.len, p.id));
+            }
+            w.writes.push((p.out, (w.extracts.len() - 1) as u32));
+        }
+        if let Some(w) = current.take() {
+            finish(w, &mut jobs, &mut job_bytes);
+        }
+        jobs
+    }
+}
+
+fn worker(
+    ctx: &ReadContext,
+    sid: SnapshotId,
+    file: &File,
+    jobs: Receiver<Job>,
+    written: &AtomicU64,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let mut fetcher = Fetcher::new(ctx, Some(sid), progress)?;
+    for job in jobs {
+        for w in job {
+            fetcher.load(&w.loc, &w.extracts)?;
+            let blob = fetcher.decoded();
+            for &(out, e) in &w.writes {
+                let (off, len, _) = w.extracts[e as usize];
+                let bytes = &blob[off as usize..(off + len) as usize];
+                file.write_all_at(bytes, out).map_err(|e| Error::Output {
+                    what: "restore output".into(),
+                    io: e,
+                })?;
+                written.fetch_add(u64::from(len), Ordering::Relaxed);
+                progress.advance(u64::from(len));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vault_format::blob::Codec;
+    use vault_format::PackId;
+
+    fn loc(pack: u8, blob: i64, blob_offset: u64, offset: u32, length: u32) -> ChunkLocation {
+        ChunkLocation {
+            pack: PackId([pack; 32]),
+            blob,
+            blob_offset,
+            stored_len: 100,
+            raw_len: 3 << 20,
+            codec: Codec::Zstd,
+            offset,
+            length,
+        }
+    }
+
+    /// A stream that interleaves two packs, revisits a blob after others
+    /// and repeats one chunk: every output offset is written exactly once,
+    /// each blob is visited once (in pack, then offset order), a repeated
+    /// chunk is extracted once and written twice.
+    #[test]
+    fn jobs_cover_every_offset_once_in_pack_order() {
+        let stream = [
+            (2, loc(9, 20, 4096, 0, 10), 1u8),
+            (0, loc(1, 10, 0, 50, 5), 2),
+            (0, loc(1, 10, 0, 0, 50), 3),
+            (1, loc(1, 11, 2048, 0, 7), 4),
+            (0, loc(1, 10, 0, 50, 5), 2), // chunk 2 again
+            (2, loc(9, 21, 0, 0, 3), 5),
+        ];
+        let mut w = Window::default();
+        let mut out = 0u64;
+        let mut expect = Vec::new();
+        for (_, l, id) in &stream {
+            w.push(out, ChunkId([*id; 32]), l);
+            expect.push((out, l.length, *id));
+            out += u64::from(l.length);
+        }
+        let jobs = w.jobs();
+        assert!(w.places.is_empty() && w.blobs.is_empty() && w.by_row.is_empty());
+
+        let visited: Vec<(u8, u64)> = jobs
+            .iter()
+            .flatten()
+            .map(|b| (b.loc.pack.0[0], b.loc.offset))
+            .collect();
+        assert_eq!(visited, [(1, 0), (1, 2048), (9, 0), (9, 4096)]);
+        // Blobs of 3 MiB: at most one more in a job of one pack, never two packs.
+        for job in &jobs {
+            assert!(job.iter().all(|b| b.loc.pack == job[0].loc.pack));
+            assert!(
+                job.iter().map(|b| u64::from(b.loc.raw_len)).sum::<u64>() <= JOB_BYTES + (3 << 20)
+            );
+        }
+        let first = &jobs[0][0];
+        assert_eq!(first.extracts.len(), 2, "chunk 2 is extracted once");
+        assert_eq!(first.extracts[0].0, 0, "extracts in blob order");
+
+        let mut written: Vec<(u64, u32, u8)> = jobs
+            .iter()
+            .flatten()
+            .flat_map(|b| {
+                b.writes.iter().map(|&(o, e)| {
+                    let (_, len, id) = b.extracts[e as usize];
+                    (o, len, id.0[0])
+                })
+            })
+            .collect();
+        written.sort_unstable();
+        assert_eq!(written, expect);
+    }
+
+    #[test]
+    fn a_large_pack_is_split_into_jobs() {
+        let mut w = Window::default();
+        for b in 0..10 {
+            w.push(
+                b * 10,
+                ChunkId([b as u8; 32]),
+                &loc(1, b as i64, b * 1000, 0, 10),
+            );
+        }
+        let jobs = w.jobs();
+        assert!(jobs.len() >= 5, "10 blobs of 3 MiB in {} jobs", jobs.len());
+        assert_eq!(jobs.iter().map(Vec::len).sum::<usize>(), 10);
+    }
+}
