@@ -77,7 +77,7 @@ fn stages(c: &mut Criterion) {
     let mut g = c.benchmark_group("stage");
     g.sample_size(10);
     g.throughput(Throughput::Bytes(data.len() as u64));
-    g.bench_function("chunk (FastCDC 16 KiB)", |b| {
+    g.bench_function("chunk (FastCDC 8 KiB)", |b| {
         b.iter(|| chunker.split(&data).len())
     });
     let chunks = chunker.split(&data);

@@ -1,7 +1,7 @@
 //! Blobs: the unit of compression inside a pack.
 //!
 //! A blob is a run of consecutive *new* chunks of one stream, compressed
-//! together as one zstd frame. Compressing each 16 KiB chunk alone would lose
+//! together as one zstd frame. Compressing each 8 KiB chunk alone would lose
 //! much of zstd's ratio (its window would hold one chunk); compressing runs of
 //! up to [`crate::pack::PackParams::blob_target_size`] keeps the ratio within
 //! a few percent of whole-stream zstd, while a restore of one chunk still
