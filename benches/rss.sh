@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Peak RSS of `coffer backup -` and `coffer restore` against input size
+# Peak RSS of `coffer backup -` and `coffer restore` (to stdout and to a
+# file) against input size
 # (throughput is measured by benches/stages.rs, not here: the generator is slow):
 # the pipeline is bounded, so a large stream must use no more memory than a
 # small one. Usage: benches/rss.sh [SIZES_MIB...] (default: 256 1024 4096).
@@ -25,11 +26,16 @@ while w < n:
     block = (h * 512)[:16384] if h[0] < 80 else hashlib.shake_256(h).digest(16384)
     out.write(block); w += len(block)
 " "$1"; }
-printf '| input | backup peak RSS | restore peak RSS |\n|---|---|---|\n'
+printf '| input | backup peak RSS | restore to stdout peak RSS | restore to a file peak RSS |\n|---|---|---|---|\n'
 for s in ${SIZES[@]}; do
   gen "$s" | /usr/bin/time -f '%M' -o "$W/rss" "$BIN" -q backup --job rss$s - > "$W/id"
   brss=$(cat "$W/rss")
+  # The ordered pipeline (pipes, trees, pg_restore) ...
   /usr/bin/time -f '%M' -o "$W/rss" "$BIN" -q restore "$(cat "$W/id")" --to - > /dev/null
   rrss=$(cat "$W/rss")
-  printf '| %s MiB | %s MiB | %s MiB |\n' "$s" "$((brss/1024))" "$((rrss/1024))"
+  # ... and the out-of-order one (regular files), which plans by windows.
+  /usr/bin/time -f '%M' -o "$W/rss" "$BIN" -q restore "$(cat "$W/id")" --to "$W/restored" > /dev/null
+  frss=$(cat "$W/rss")
+  rm -f "$W/restored"
+  printf '| %s MiB | %s MiB | %s MiB | %s MiB |\n' "$s" "$((brss/1024))" "$((rrss/1024))" "$((frss/1024))"
 done

@@ -80,6 +80,69 @@ pub struct ChunkLocation {
     pub length: u32,
 }
 
+/// A chunk's place in its blob ([`Catalog::chunk_ref`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkRef {
+    /// Catalog row id of the blob.
+    pub blob: i64,
+    /// Offset of the chunk in the decoded blob.
+    pub offset: u32,
+    /// Chunk length.
+    pub length: u32,
+}
+
+/// A blob's place in its pack ([`Catalog::blob_location`]).
+#[derive(Debug, Clone)]
+pub struct BlobLocation {
+    /// The pack holding it.
+    pub pack: PackId,
+    /// Catalog row id of the blob.
+    pub blob: i64,
+    /// Offset of the blob in the pack's plaintext.
+    pub offset: u64,
+    /// Stored length.
+    pub stored_len: u32,
+    /// Decoded length.
+    pub raw_len: u32,
+    /// Codec.
+    pub codec: Codec,
+}
+
+impl From<&ChunkLocation> for BlobLocation {
+    fn from(l: &ChunkLocation) -> Self {
+        BlobLocation {
+            pack: l.pack,
+            blob: l.blob,
+            offset: l.blob_offset,
+            stored_len: l.stored_len,
+            raw_len: l.raw_len,
+            codec: l.codec,
+        }
+    }
+}
+
+fn chunk_ref_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ChunkId, ChunkRef)> {
+    let id = match r.get_ref(0)? {
+        rusqlite::types::ValueRef::Blob(b) => ChunkId::from_slice(b),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Blob,
+            "chunk id is not 32 bytes".into(),
+        )
+    })?;
+    Ok((
+        id,
+        ChunkRef {
+            blob: r.get(1)?,
+            offset: r.get(2)?,
+            length: r.get(3)?,
+        },
+    ))
+}
+
 /// A committed snapshot, as listed.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SnapshotRecord {
@@ -321,6 +384,82 @@ impl Catalog {
             }
         }
         Ok(())
+    }
+
+    /// Chunks recorded in packs: a cheap estimate of the chunk table's size
+    /// (one row per pack rather than a count over every chunk).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn chunk_count_estimate(&self) -> Result<u64, CatalogError> {
+        self.conn
+            .query_row("SELECT coalesce(sum(chunks), 0) FROM packs", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Calls `f` with every chunk and its place in its blob, in id order.
+    /// About 13x cheaper per row than [`Catalog::chunk_ref`] (0.34 against
+    /// 4.6 µs here), so worth it when a caller needs a good share of them.
+    ///
+    /// # Errors
+    /// SQLite errors, or what `f` returns.
+    pub fn for_each_chunk_ref<E: From<CatalogError>>(
+        &self,
+        mut f: impl FnMut(ChunkId, ChunkRef) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, blob, offset, length FROM chunks ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let mut rows = st.query([]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let (id, chunk) = chunk_ref_row(r).map_err(|e| self.err(e))?;
+            f(id, chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Where a chunk is in its blob.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn chunk_ref(&self, id: &ChunkId) -> Result<Option<ChunkRef>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, blob, offset, length FROM chunks WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        st.query_row([&id.as_bytes()[..]], |r| chunk_ref_row(r).map(|(_, c)| c))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Where a blob is.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn blob_location(&self, blob: i64) -> Result<Option<BlobLocation>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT pack_id, offset, stored_len, raw_len, codec FROM blobs WHERE id = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        st.query_row([blob], |r| {
+            let pack: Vec<u8> = r.get(0)?;
+            Ok(BlobLocation {
+                pack: PackId::from_slice(&pack).unwrap_or(PackId([0; 32])),
+                blob,
+                offset: r.get::<_, i64>(1)? as u64,
+                stored_len: r.get(2)?,
+                raw_len: r.get(3)?,
+                codec: Codec::from_tag(r.get::<_, u8>(4)?).unwrap_or(Codec::Raw),
+            })
+        })
+        .optional()
+        .map_err(|e| self.err(e))
     }
 
     /// Where a chunk is.

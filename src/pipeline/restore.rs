@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use serde::Serialize;
-use vault_format::blob::{BlobDecoder, Codec};
+use vault_format::blob::BlobDecoder;
 use vault_format::chunklist::ChunkListDecoder;
 use vault_format::keys::{ChunkIdKey, Identity};
 use vault_format::manifest::Manifest;
@@ -60,28 +60,8 @@ pub struct RestoreReport {
     pub seconds: f64,
 }
 
-#[derive(Clone)]
-pub(crate) struct BlobLoc {
-    pub(crate) pack: PackId,
-    blob: i64,
-    pub(crate) offset: u64,
-    stored_len: u32,
-    pub(crate) raw_len: u32,
-    codec: Codec,
-}
-
-impl BlobLoc {
-    pub(crate) fn of(l: &ChunkLocation) -> Self {
-        BlobLoc {
-            pack: l.pack,
-            blob: l.blob,
-            offset: l.blob_offset,
-            stored_len: l.stored_len,
-            raw_len: l.raw_len,
-            codec: l.codec,
-        }
-    }
-}
+/// Where a blob is, as the fetcher needs it.
+pub(crate) type BlobLoc = crate::catalog::BlobLocation;
 
 struct Task {
     seq: u64,
@@ -287,7 +267,7 @@ impl<'a> Fetcher<'a> {
         let loc = catalog
             .chunk_location(id)?
             .ok_or_else(|| missing_chunk(id, self.snapshot))?;
-        self.extract(&BlobLoc::of(&loc), &[(loc.offset, loc.length, *id)], out)
+        self.extract(&BlobLoc::from(&loc), &[(loc.offset, loc.length, *id)], out)
     }
 }
 
@@ -301,7 +281,7 @@ fn describe(e: FormatError) -> String {
     }
 }
 
-fn missing_chunk(id: &ChunkId, snapshot: Option<SnapshotId>) -> Error {
+pub(crate) fn missing_chunk(id: &ChunkId, snapshot: Option<SnapshotId>) -> Error {
     Error::Integrity {
         problem: format!("chunk {} is not in the catalog", &id.to_hex()[..16]),
         pack: "(unknown)".into(),
@@ -435,7 +415,7 @@ fn plan(
             _ => {
                 let task = Task {
                     seq,
-                    loc: BlobLoc::of(&loc),
+                    loc: BlobLoc::from(&loc),
                     extracts: vec![(loc.offset, len, id)],
                 };
                 seq += 1;
@@ -453,13 +433,31 @@ fn plan(
 }
 
 /// Calls `f` with every chunk of the snapshot's stream, in order, resolved
-/// to its location through the catalog (the chunk list itself is read and
-/// verified like any data). Returns (chunks, bytes).
-pub(crate) fn for_each_chunk(
+/// to its location through the catalog. Returns (chunks, bytes).
+fn for_each_chunk(
     ctx: &ReadContext,
     manifest: &Manifest,
     progress: &dyn Progress,
     mut f: impl FnMut(ChunkId, ChunkLocation) -> Result<()>,
+) -> Result<(u64, u64)> {
+    let catalog = Catalog::open(&ctx.catalog_path)?;
+    for_each_entry(ctx, manifest, progress, |id, len| {
+        let loc = catalog
+            .chunk_location(&id)?
+            .ok_or_else(|| missing_chunk(&id, Some(manifest.id)))?;
+        check_length(manifest, &id, len, loc.length, &loc.pack)?;
+        f(id, loc)
+    })
+}
+
+/// Calls `f` with the id and length of every chunk of the snapshot's
+/// stream, in order, from its chunk list (itself read and verified like
+/// any data). Returns (chunks, bytes).
+pub(crate) fn for_each_entry(
+    ctx: &ReadContext,
+    manifest: &Manifest,
+    progress: &dyn Progress,
+    mut f: impl FnMut(ChunkId, u32) -> Result<()>,
 ) -> Result<(u64, u64)> {
     let catalog = Catalog::open(&ctx.catalog_path)?;
     let mut fetcher = Fetcher::new(ctx, Some(manifest.id), progress)?;
@@ -470,28 +468,35 @@ pub(crate) fn for_each_chunk(
         list_chunk.clear();
         fetcher.chunk(&catalog, list_id, &mut list_chunk)?;
         decoder.push::<Error>(&list_chunk, |id, len| {
-            let loc = catalog
-                .chunk_location(&id)?
-                .ok_or_else(|| missing_chunk(&id, Some(manifest.id)))?;
-            if loc.length != len {
-                return Err(Error::Integrity {
-                    problem: format!(
-                        "chunk {} has length {} in the catalog but {len} in the chunk list",
-                        &id.to_hex()[..16],
-                        loc.length
-                    ),
-                    pack: loc.pack.to_hex(),
-                    tier: "catalog".into(),
-                    snapshot: Some(manifest.id.to_hex()),
-                });
-            }
             count += 1;
             bytes += u64::from(len);
-            f(id, loc)
+            f(id, len)
         })?;
     }
     decoder.finish()?;
     Ok((count, bytes))
+}
+
+/// The chunk list and the catalog must agree on a chunk's length.
+pub(crate) fn check_length(
+    manifest: &Manifest,
+    id: &ChunkId,
+    listed: u32,
+    cataloged: u32,
+    pack: &PackId,
+) -> Result<()> {
+    if listed == cataloged {
+        return Ok(());
+    }
+    Err(Error::Integrity {
+        problem: format!(
+            "chunk {} has length {cataloged} in the catalog but {listed} in the chunk list",
+            &id.to_hex()[..16],
+        ),
+        pack: pack.to_hex(),
+        tier: "catalog".into(),
+        snapshot: Some(manifest.id.to_hex()),
+    })
 }
 
 /// The error every restore path returns when its result does not add up to

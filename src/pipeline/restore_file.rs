@@ -27,15 +27,16 @@ use vault_format::manifest::Manifest;
 use vault_format::{ChunkId, SnapshotId};
 
 use super::restore::{
-    check_totals, closed, for_each_chunk, BlobLoc, Fetcher, ReadContext, RestoreReport,
+    check_length, check_totals, closed, for_each_entry, missing_chunk, BlobLoc, Fetcher,
+    ReadContext, RestoreReport,
 };
-use crate::catalog::ChunkLocation;
+use crate::catalog::{Catalog, ChunkRef};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
 /// Chunks resolved before the window is sorted and handed out: ~56 bytes
-/// each, so ~7 MiB of plan however large the snapshot (2 GiB of stream at
-/// the 16 KiB average chunk). A blob used by several windows is decoded
+/// each, so ~7 MiB of plan however large the snapshot (1 GiB of stream at
+/// the 8 KiB average chunk). A blob used by several windows is decoded
 /// once per window.
 const WINDOW_CHUNKS: usize = 1 << 17;
 /// Decoded bytes a job covers, so that a few large packs still spread
@@ -114,15 +115,23 @@ pub fn run(
             }
             Ok(())
         };
-        let totals = for_each_chunk(ctx, manifest, progress, |id, loc| {
-            window.push(out, id, &loc);
-            out += u64::from(loc.length);
-            if window.places.len() >= WINDOW_CHUNKS {
+        let totals = Catalog::open(&ctx.catalog_path)
+            .map_err(Error::from)
+            .and_then(|catalog| {
+                let known = catalog.chunk_count_estimate()?;
+                let t = for_each_entry(ctx, manifest, progress, |id, len| {
+                    window.entries.push((id, out, len));
+                    out += u64::from(len);
+                    if window.entries.len() >= WINDOW_CHUNKS {
+                        window.resolve(&catalog, manifest, known)?;
+                        send(&mut window)?;
+                    }
+                    Ok(())
+                })?;
+                window.resolve(&catalog, manifest, known)?;
                 send(&mut window)?;
-            }
-            Ok(())
-        })
-        .and_then(|t| send(&mut window).map(|()| t));
+                Ok(t)
+            });
         drop(job_tx);
         let results: Vec<Result<()>> = workers
             .into_iter()
@@ -147,25 +156,95 @@ pub fn run(
 /// A window of the stream being planned.
 #[derive(Default)]
 struct Window {
+    /// (id, output offset, length), as the chunk list gives them.
+    entries: Vec<(ChunkId, u64, u32)>,
+    /// The entries, resolved.
     places: Vec<Place>,
     blobs: Vec<BlobLoc>,
     by_row: HashMap<i64, u32>,
 }
 
+/// Resolve a window by scanning the whole chunk table (in id order, merged
+/// with the sorted window) rather than one lookup per chunk when the table
+/// has at most this many times as many rows as the window. A row of a scan
+/// costs ~1/13 of a lookup; the margin keeps a scan from ever costing much
+/// more than the lookups would have.
+const SCAN_RATIO: u64 = 8;
+
 impl Window {
-    fn push(&mut self, out: u64, id: ChunkId, loc: &ChunkLocation) {
-        let next = self.blobs.len() as u32;
-        let blob = *self.by_row.entry(loc.blob).or_insert(next);
-        if blob == next {
-            self.blobs.push(BlobLoc::of(loc));
+    /// Resolves `entries` into `places` through the catalog, which holds
+    /// `known` chunks (an estimate).
+    fn resolve(&mut self, catalog: &Catalog, manifest: &Manifest, known: u64) -> Result<()> {
+        let mut entries = std::mem::take(&mut self.entries);
+        if known <= SCAN_RATIO * entries.len() as u64 {
+            entries.sort_unstable_by_key(|e| e.0);
+            let mut next = 0;
+            catalog.for_each_chunk_ref::<Error>(|id, chunk| {
+                while let Some(&(want, out, len)) = entries.get(next) {
+                    if want > id {
+                        break;
+                    }
+                    if want < id {
+                        // The scan went past it: not in the catalog.
+                        return Err(missing_chunk(&want, Some(manifest.id)));
+                    }
+                    self.place(catalog, manifest, want, out, len, chunk)?;
+                    next += 1;
+                }
+                Ok(())
+            })?;
+            if let Some((id, _, _)) = entries.get(next) {
+                return Err(missing_chunk(id, Some(manifest.id)));
+            }
+        } else {
+            for &(id, out, len) in &entries {
+                let chunk = catalog
+                    .chunk_ref(&id)?
+                    .ok_or_else(|| missing_chunk(&id, Some(manifest.id)))?;
+                self.place(catalog, manifest, id, out, len, chunk)?;
+            }
         }
+        entries.clear();
+        self.entries = entries;
+        Ok(())
+    }
+
+    fn place(
+        &mut self,
+        catalog: &Catalog,
+        manifest: &Manifest,
+        id: ChunkId,
+        out: u64,
+        len: u32,
+        chunk: ChunkRef,
+    ) -> Result<()> {
+        let blob = match self.by_row.get(&chunk.blob) {
+            Some(&b) => b,
+            None => {
+                let loc = catalog
+                    .blob_location(chunk.blob)?
+                    .ok_or_else(|| missing_chunk(&id, Some(manifest.id)))?;
+                self.blobs.push(loc);
+                let b = (self.blobs.len() - 1) as u32;
+                self.by_row.insert(chunk.blob, b);
+                b
+            }
+        };
+        check_length(
+            manifest,
+            &id,
+            len,
+            chunk.length,
+            &self.blobs[blob as usize].pack,
+        )?;
         self.places.push(Place {
             out,
             blob,
-            off: loc.offset,
-            len: loc.length,
+            off: chunk.offset,
+            len,
             id,
         });
+        Ok(())
     }
 
     /// Empties the window into jobs: blobs sorted by pack and offset (each
@@ -260,8 +339,24 @@ fn worker(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::ChunkLocation;
     use vault_format::blob::Codec;
     use vault_format::PackId;
+
+    /// What `Window::resolve` does with a catalog row, without the catalog.
+    fn push(w: &mut Window, out: u64, id: ChunkId, l: &ChunkLocation) {
+        let blob = *w.by_row.entry(l.blob).or_insert_with(|| {
+            w.blobs.push(BlobLoc::from(l));
+            (w.blobs.len() - 1) as u32
+        });
+        w.places.push(Place {
+            out,
+            blob,
+            off: l.offset,
+            len: l.length,
+            id,
+        });
+    }
 
     fn loc(pack: u8, blob: i64, blob_offset: u64, offset: u32, length: u32) -> ChunkLocation {
         ChunkLocation {
@@ -294,7 +389,7 @@ mod tests {
         let mut out = 0u64;
         let mut expect = Vec::new();
         for (_, l, id) in &stream {
-            w.push(out, ChunkId([*id; 32]), l);
+            push(&mut w, out, ChunkId([*id; 32]), l);
             expect.push((out, l.length, *id));
             out += u64::from(l.length);
         }
@@ -336,7 +431,8 @@ mod tests {
     fn a_large_pack_is_split_into_jobs() {
         let mut w = Window::default();
         for b in 0..10 {
-            w.push(
+            push(
+                &mut w,
                 b * 10,
                 ChunkId([b as u8; 32]),
                 &loc(1, b as i64, b * 1000, 0, 10),
