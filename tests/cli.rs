@@ -658,6 +658,87 @@ fn restore_of_tree_with_missing_pack_leaves_no_directory() {
     assert_eq!(entries(&v.work), vec!["out", "volume"]);
 }
 
+/// The catalog is only a cache of the vault, but a damaged one must never
+/// yield a wrong file: a chunk whose row points at another chunk's bytes,
+/// or whose row is gone, fails a restore to a file (exit 4) and leaves
+/// nothing, whether the planner scans the chunk table (the large snapshot)
+/// or looks chunks up one by one (the small one, in a larger vault).
+#[test]
+fn a_damaged_catalog_fails_file_restores_and_leaves_nothing() {
+    let v = Vault::new();
+    let big = v.work.join("big.bin");
+    let big_data = write_random_file(&big, 41, 3 * MB);
+    let small = v.work.join("small.bin");
+    let small_data = write_random_file(&small, 42, 40_000);
+    let rb = v.backup_json(&[big.to_str().unwrap()]);
+    let rs = v.backup_json(&[small.to_str().unwrap()]);
+    let (big_id, small_id) = (rb["id"].as_str().unwrap(), rs["id"].as_str().unwrap());
+    v.assert_restores(big_id, &big_data);
+    v.assert_restores(small_id, &small_data);
+
+    let db = rusqlite::Connection::open(v.dir.join("catalog.sqlite")).unwrap();
+    // (id, offset) of the first two data chunks of the first and of the
+    // last data blob: the big and the small snapshot's.
+    let first_two = |order: &str| -> Vec<(Vec<u8>, i64)> {
+        let sql = format!(
+            "SELECT c.id, c.offset FROM chunks c WHERE c.blob =
+               (SELECT id FROM blobs WHERE kind = 0 ORDER BY id {order} LIMIT 1)
+             ORDER BY c.offset LIMIT 2"
+        );
+        let mut st = db.prepare(&sql).unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let cases = [(big_id, first_two("ASC")), (small_id, first_two("DESC"))];
+    for (sid, chunks) in &cases {
+        assert_eq!(chunks.len(), 2, "{sid}: {chunks:?}");
+        let (a, b) = (&chunks[0], &chunks[1]);
+        let restore_fails = |what: &str| {
+            let to = v.work.join("restored.bin");
+            let o = v.fails(&["restore", sid, "--to", to.to_str().unwrap()], 4);
+            assert_one_error_line(&o);
+            assert!(stderr(&o).contains(what), "{sid}: {}", stderr(&o));
+            assert!(!to.exists());
+            let mut left = entries(&v.work);
+            left.sort();
+            assert_eq!(left, ["big.bin", "small.bin"], "{sid}: no partial file");
+        };
+        // Chunk b's row points at chunk a's bytes.
+        db.execute(
+            "UPDATE chunks SET offset = ?1 WHERE id = ?2",
+            rusqlite::params![a.1, b.0],
+        )
+        .unwrap();
+        restore_fails("hash check");
+        db.execute(
+            "UPDATE chunks SET offset = ?1 WHERE id = ?2",
+            rusqlite::params![b.1, b.0],
+        )
+        .unwrap();
+        // Chunk b's row is gone.
+        let row: (i64, i64, i64) = db
+            .query_row(
+                "SELECT blob, offset, length FROM chunks WHERE id = ?1",
+                [&b.0],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        db.execute("DELETE FROM chunks WHERE id = ?1", [&b.0])
+            .unwrap();
+        restore_fails("not in the catalog");
+        db.execute(
+            "INSERT INTO chunks(id, blob, offset, length) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![b.0, row.0, row.1, row.2],
+        )
+        .unwrap();
+    }
+    drop(db);
+    v.assert_restores(big_id, &big_data);
+    v.assert_restores(small_id, &small_data);
+}
+
 #[test]
 fn verify_names_a_snapshot_whose_manifest_is_missing() {
     let v = Vault::new();

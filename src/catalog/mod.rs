@@ -416,8 +416,12 @@ impl Catalog {
             .map_err(|e| self.err(e))?;
         let mut rows = st.query([]).map_err(|e| self.err(e))?;
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
-            let (id, chunk) = chunk_ref_row(r).map_err(|e| self.err(e))?;
-            f(id, chunk)?;
+            // A malformed row is skipped, not fatal: a caller that needs
+            // that chunk finds it missing and says so, one that does not
+            // is not stopped by it (as with one lookup per chunk).
+            if let Ok((id, chunk)) = chunk_ref_row(r) {
+                f(id, chunk)?;
+            }
         }
         Ok(())
     }

@@ -34,10 +34,11 @@ use crate::catalog::{Catalog, ChunkRef};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
-/// Chunks resolved before the window is sorted and handed out: ~56 bytes
-/// each, so ~7 MiB of plan however large the snapshot (1 GiB of stream at
-/// the 8 KiB average chunk). A blob used by several windows is decoded
-/// once per window.
+/// Chunks resolved before the window is sorted and handed out. At peak a
+/// chunk costs ~160 bytes of plan (its list entry, its place, its extract
+/// and write in a job), so ~20 MiB however large the snapshot (1 GiB of
+/// stream at the 8 KiB average chunk). A blob used by several windows is
+/// decoded once per window.
 const WINDOW_CHUNKS: usize = 1 << 17;
 /// Decoded bytes a job covers, so that a few large packs still spread
 /// across the workers.
@@ -93,9 +94,12 @@ pub fn run(
                 std::thread::Builder::new()
                     .name(format!("restore-{i}"))
                     .spawn_scoped(s, move || {
+                        // Set `failed` however the worker ends early, a
+                        // panic included, so the planner stops sending.
+                        let guard = FailOnDrop(failed);
                         let r = worker(ctx, sid, file, job_rx, written, progress);
-                        if r.is_err() {
-                            failed.store(true, Ordering::Relaxed);
+                        if r.is_ok() {
+                            std::mem::forget(guard);
                         }
                         r
                     })
@@ -151,6 +155,15 @@ pub fn run(
         chunks,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Raises the flag when dropped (unless forgotten).
+struct FailOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for FailOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A window of the stream being planned.
@@ -263,7 +276,7 @@ impl Window {
             rank[b as usize] = r as u32;
         }
         let mut places = std::mem::take(&mut self.places);
-        places.sort_unstable_by_key(|p| (rank[p.blob as usize], p.off, p.out));
+        places.sort_unstable_by_key(|p| (rank[p.blob as usize], p.off, p.len, p.id, p.out));
 
         let mut jobs: Vec<Job> = Vec::new();
         let mut job_bytes = 0u64;
@@ -296,7 +309,9 @@ impl Window {
                 });
             }
             let w = current.as_mut().expect("set above");
-            if w.extracts.last().is_none_or(|e| e.0 != p.off) {
+            // Only the same chunk shares an extract: two ids that a damaged
+            // catalog puts at one place must each fail their own hash check.
+            if w.extracts.last() != Some(&(p.off, p.len, p.id)) {
                 w.extracts.push((p.off, p.len, p.id));
             }
             w.writes.push((p.out, (w.extracts.len() - 1) as u32));
