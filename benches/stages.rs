@@ -14,6 +14,7 @@ mod s3;
 
 use coffer::pipeline::backup::{self, BackupContext, BackupRequest};
 use coffer::pipeline::restore::{self, ReadContext};
+use coffer::pipeline::restore_file;
 use coffer::progress::Silent;
 use coffer::source::Source;
 use coffer::tier::local::LocalTier;
@@ -228,13 +229,25 @@ fn end_to_end(c: &mut Criterion) {
         idkey: key.chunk_id_key(),
         threads: coffer::pipeline::threads(),
     };
-    g.bench_function("restore (every chunk verified)", |b| {
+    g.bench_function("restore in order to a pipe (every chunk verified)", |b| {
         b.iter(|| {
             restore::run(&rctx, &manifest, &mut std::io::sink(), &Silent)
                 .unwrap()
                 .bytes
         })
     });
+    g.bench_function(
+        "restore to a file, out of order (every chunk verified)",
+        |b| {
+            b.iter(|| {
+                // A fresh (unlinked) file each time; no fsync: the pipeline only.
+                let f = tempfile::tempfile_in(dir.path()).unwrap();
+                restore_file::run(&rctx, &manifest, &f, &Silent)
+                    .unwrap()
+                    .bytes
+            })
+        },
+    );
     g.finish();
 }
 
