@@ -66,6 +66,14 @@ pub enum Error {
         /// Why.
         detail: String,
     },
+    /// The process could not start a thread (out of threads or memory).
+    #[error("cannot start {what}: {io}; the process is out of threads or memory: check `ulimit -u` and free memory, then run again")]
+    Resources {
+        /// What could not be started.
+        what: String,
+        /// Why (in the message; not a `source`, so `{:#}` prints it once).
+        io: std::io::Error,
+    },
     /// Writing the output failed.
     #[error("writing {what} failed: {io}")]
     Output {

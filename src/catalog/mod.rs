@@ -62,18 +62,8 @@ pub enum CatalogError {
 /// Where a chunk's bytes are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkLocation {
-    /// The pack holding it.
-    pub pack: PackId,
-    /// Catalog row id of the blob (for grouping and caching).
-    pub blob: i64,
-    /// Offset of the blob in the pack's plaintext.
-    pub blob_offset: u64,
-    /// Stored length of the blob.
-    pub stored_len: u32,
-    /// Decoded length of the blob.
-    pub raw_len: u32,
-    /// Blob codec.
-    pub codec: Codec,
+    /// Its blob.
+    pub blob: BlobLocation,
     /// Offset of the chunk in the decoded blob.
     pub offset: u32,
     /// Chunk length.
@@ -92,7 +82,7 @@ pub struct ChunkRef {
 }
 
 /// A blob's place in its pack ([`Catalog::blob_location`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobLocation {
     /// The pack holding it.
     pub pack: PackId,
@@ -106,19 +96,6 @@ pub struct BlobLocation {
     pub raw_len: u32,
     /// Codec.
     pub codec: Codec,
-}
-
-impl From<&ChunkLocation> for BlobLocation {
-    fn from(l: &ChunkLocation) -> Self {
-        BlobLocation {
-            pack: l.pack,
-            blob: l.blob,
-            offset: l.blob_offset,
-            stored_len: l.stored_len,
-            raw_len: l.raw_len,
-            codec: l.codec,
-        }
-    }
 }
 
 fn chunk_ref_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ChunkId, ChunkRef)> {
@@ -481,12 +458,14 @@ impl Catalog {
         st.query_row([&id.as_bytes()[..]], |r| {
             let pack: Vec<u8> = r.get(0)?;
             Ok(ChunkLocation {
-                pack: PackId::from_slice(&pack).unwrap_or(PackId([0; 32])),
-                blob: r.get(1)?,
-                blob_offset: r.get::<_, i64>(2)? as u64,
-                stored_len: r.get(3)?,
-                raw_len: r.get(4)?,
-                codec: Codec::from_tag(r.get::<_, u8>(5)?).unwrap_or(Codec::Raw),
+                blob: BlobLocation {
+                    pack: PackId::from_slice(&pack).unwrap_or(PackId([0; 32])),
+                    blob: r.get(1)?,
+                    offset: r.get::<_, i64>(2)? as u64,
+                    stored_len: r.get(3)?,
+                    raw_len: r.get(4)?,
+                    codec: Codec::from_tag(r.get::<_, u8>(5)?).unwrap_or(Codec::Raw),
+                },
                 offset: r.get(6)?,
                 length: r.get(7)?,
             })

@@ -175,17 +175,14 @@ pub fn run(
         })
         .collect();
 
-    let (chunked, packed) = std::thread::scope(|s| {
+    let (chunked, packed) = std::thread::scope(|s| -> Result<_> {
         for i in 0..threads {
             let (job_rx, blob_tx) = (job_rx.clone(), blob_tx.clone());
             let (raw_pool_tx, stored_pool_rx) = (raw_pool_tx.clone(), stored_pool_rx.clone());
             let level = ctx.config.pack.zstd_level;
-            std::thread::Builder::new()
-                .name(format!("compress-{i}"))
-                .spawn_scoped(s, move || {
-                    compressor(level, job_rx, blob_tx, raw_pool_tx, stored_pool_rx)
-                })
-                .expect("spawn compressor");
+            super::spawn(s, format!("compress-{i}"), move || {
+                compressor(level, job_rx, blob_tx, raw_pool_tx, stored_pool_rx)
+            })?;
         }
         drop((job_rx, blob_tx, stored_pool_rx));
         // Uploads run beside ingest; the bounded queue bounds packs in flight
@@ -196,27 +193,23 @@ pub fn run(
             upload_txs.push(tx);
             for i in 0..2 {
                 let rx = rx.clone();
-                std::thread::Builder::new()
-                    .name(format!("upload-{}-{i}", o.tier.name()))
-                    .spawn_scoped(s, move || uploader(ctx, o, rx, progress))
-                    .expect("spawn uploader");
+                super::spawn(s, format!("upload-{}-{i}", o.tier.name()), move || {
+                    uploader(ctx, o, rx, progress)
+                })?;
             }
         }
         let (pending_ref, abort_ref) = (&pending, &abort);
-        let packer = std::thread::Builder::new()
-            .name("packer".into())
-            .spawn_scoped(s, move || {
-                packer(
-                    ctx,
-                    blob_rx,
-                    stored_pool_tx,
-                    upload_txs,
-                    pending_ref,
-                    abort_ref,
-                    progress,
-                )
-            })
-            .expect("spawn packer");
+        let packer = super::spawn(s, "packer".into(), move || {
+            packer(
+                ctx,
+                blob_rx,
+                stored_pool_tx,
+                upload_txs,
+                pending_ref,
+                abort_ref,
+                progress,
+            )
+        })?;
         let chunked = chunk_stage(ctx, source, job_tx, raw_pool_rx, &pending, progress);
         if chunked.is_err() {
             abort.store(true, Ordering::SeqCst);
@@ -227,8 +220,8 @@ pub fn run(
                 detail: "the packer thread panicked".into(),
             })
         });
-        (chunked, packed)
-    });
+        Ok((chunked, packed))
+    })?;
     // The packer's error is the cause when the chunk stage merely saw the
     // pipeline close under it.
     let chunked = match (chunked, packed) {
@@ -492,10 +485,9 @@ fn chunk_stage(
     let (pool_tx, pool_rx) = unbounded::<Vec<u8>>();
 
     std::thread::scope(|s| -> Result<()> {
-        std::thread::Builder::new()
-            .name("reader".into())
-            .spawn_scoped(s, move || read_blocks(input, headroom, blk_tx, pool_rx))
-            .expect("spawn reader");
+        super::spawn(s, "reader".into(), move || {
+            read_blocks(input, headroom, blk_tx, pool_rx)
+        })?;
         let blk_rx = blk_rx; // dropped on return, which unblocks the reader
         let mut cur: Option<Block> = None;
         let mut pos = 0usize;
@@ -591,12 +583,15 @@ fn hash_all(key: &ChunkIdKey, window: &[u8], cuts: &[(usize, usize)], ids: &mut 
         return;
     }
     let (a, b) = cuts.split_at(cuts.len() / 2);
-    let (ha, hb) = std::thread::scope(|s| {
-        let hb = s.spawn(|| hash(b));
-        (hash(a), hb.join().expect("hash thread"))
+    std::thread::scope(|s| match super::spawn(s, "hash".into(), || hash(b)) {
+        Ok(hb) => {
+            ids.extend(hash(a));
+            // A panic while hashing is a bug: let it surface as one.
+            ids.extend(hb.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+        // No second thread to be had: hash it all here.
+        Err(_) => ids.extend(hash(cuts)),
     });
-    ids.extend(ha);
-    ids.extend(hb);
 }
 
 /// Cuts the serialized chunk list with the same chunker, so that unchanged

@@ -30,6 +30,29 @@ pub mod dedup;
 pub mod restore;
 pub mod restore_file;
 
+use crate::error::{Error, Result};
+
+/// Starts a named thread in `scope`. Failing to start one (the process or
+/// the system is out of threads or memory) is an error, not a panic;
+/// whatever the caller started before is stopped by the channels it drops
+/// on return.
+///
+/// # Errors
+/// [`Error::Resources`].
+pub(crate) fn spawn<'scope, T: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    name: String,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> Result<std::thread::ScopedJoinHandle<'scope, T>> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn_scoped(scope, f)
+        .map_err(|io| Error::Resources {
+            what: format!("thread {name}"),
+            io,
+        })
+}
+
 /// Worker threads for CPU-bound stages.
 pub fn threads() -> usize {
     std::thread::available_parallelism()

@@ -267,7 +267,7 @@ impl<'a> Fetcher<'a> {
         let loc = catalog
             .chunk_location(id)?
             .ok_or_else(|| missing_chunk(id, self.snapshot))?;
-        self.extract(&BlobLoc::from(&loc), &[(loc.offset, loc.length, *id)], out)
+        self.extract(&loc.blob, &[(loc.offset, loc.length, *id)], out)
     }
 }
 
@@ -320,20 +320,14 @@ pub fn run(
         for (i, task_rx) in task_rxs.into_iter().enumerate() {
             let res_tx = res_tx.clone();
             let pool_rx = pool_rx.clone();
-            std::thread::Builder::new()
-                .name(format!("restore-{i}"))
-                .spawn_scoped(s, move || {
-                    worker(ctx, sid, task_rx, res_tx, pool_rx, progress)
-                })
-                .expect("spawn restore worker");
+            super::spawn(s, format!("restore-{i}"), move || {
+                worker(ctx, sid, task_rx, res_tx, pool_rx, progress)
+            })?;
         }
         drop(res_tx);
-        let planner = std::thread::Builder::new()
-            .name("planner".into())
-            .spawn_scoped(s, move || {
-                plan(ctx, manifest, task_txs, permit_tx, progress)
-            })
-            .expect("spawn planner");
+        let planner = super::spawn(s, "planner".into(), move || {
+            plan(ctx, manifest, task_txs, permit_tx, progress)
+        })?;
 
         let mut held: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         let mut next = 0u64;
@@ -419,15 +413,17 @@ fn plan(
     let totals = for_each_chunk(ctx, manifest, progress, |id, loc| {
         let len = loc.length;
         match &mut current {
-            Some((t, size)) if t.loc.blob == loc.blob && *size + len as usize <= MAX_TASK_BYTES => {
+            Some((t, size))
+                if t.loc.blob == loc.blob.blob && *size + len as usize <= MAX_TASK_BYTES =>
+            {
                 t.extracts.push((loc.offset, len, id));
                 *size += len as usize;
             }
             _ => {
                 let task = Task {
                     seq,
-                    loc: BlobLoc::from(&loc),
                     extracts: vec![(loc.offset, len, id)],
+                    loc: loc.blob,
                 };
                 seq += 1;
                 if let Some((t, _)) = current.replace((task, len as usize)) {
@@ -452,32 +448,32 @@ fn for_each_chunk(
     mut f: impl FnMut(ChunkId, ChunkLocation) -> Result<()>,
 ) -> Result<(u64, u64)> {
     let catalog = Catalog::open(&ctx.catalog_path)?;
-    for_each_entry(ctx, manifest, progress, |id, len| {
+    for_each_entry(ctx, manifest, &catalog, progress, |id, len| {
         let loc = catalog
             .chunk_location(&id)?
             .ok_or_else(|| missing_chunk(&id, Some(manifest.id)))?;
-        check_length(manifest, &id, len, loc.length, &loc.pack)?;
+        check_length(manifest, &id, len, loc.length, &loc.blob.pack)?;
         f(id, loc)
     })
 }
 
 /// Calls `f` with the id and length of every chunk of the snapshot's
 /// stream, in order, from its chunk list (itself read and verified like
-/// any data). Returns (chunks, bytes).
+/// any data, its chunks found through `catalog`). Returns (chunks, bytes).
 pub(crate) fn for_each_entry(
     ctx: &ReadContext,
     manifest: &Manifest,
+    catalog: &Catalog,
     progress: &dyn Progress,
     mut f: impl FnMut(ChunkId, u32) -> Result<()>,
 ) -> Result<(u64, u64)> {
-    let catalog = Catalog::open(&ctx.catalog_path)?;
     let mut fetcher = Fetcher::new(ctx, Some(manifest.id), progress)?;
     let mut decoder = ChunkListDecoder::new();
     let (mut count, mut bytes) = (0u64, 0u64);
     let mut list_chunk = Vec::new();
     for list_id in &manifest.chunk_list {
         list_chunk.clear();
-        fetcher.chunk(&catalog, list_id, &mut list_chunk)?;
+        fetcher.chunk(catalog, list_id, &mut list_chunk)?;
         decoder.push::<Error>(&list_chunk, |id, len| {
             count += 1;
             bytes += u64::from(len);

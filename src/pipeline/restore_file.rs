@@ -85,27 +85,24 @@ pub fn run(
     let written = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
 
-    let (totals, results) = std::thread::scope(|s| {
+    let (totals, results) = std::thread::scope(|s| -> Result<_> {
         let (job_tx, job_rx) = bounded::<Job>(threads * 2);
         let workers: Vec<_> = (0..threads)
             .map(|i| {
                 let job_rx = job_rx.clone();
                 let (written, failed) = (&written, &failed);
-                std::thread::Builder::new()
-                    .name(format!("restore-{i}"))
-                    .spawn_scoped(s, move || {
-                        // Set `failed` however the worker ends early, a
-                        // panic included, so the planner stops sending.
-                        let guard = FailOnDrop(failed);
-                        let r = worker(ctx, sid, file, job_rx, written, progress);
-                        if r.is_ok() {
-                            std::mem::forget(guard);
-                        }
-                        r
-                    })
-                    .expect("spawn restore worker")
+                super::spawn(s, format!("restore-{i}"), move || {
+                    // Set `failed` however the worker ends early, a panic
+                    // included, so the planner stops sending.
+                    let guard = FailOnDrop(failed);
+                    let r = worker(ctx, sid, file, job_rx, written, progress);
+                    if r.is_ok() {
+                        std::mem::forget(guard);
+                    }
+                    r
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         drop(job_rx);
 
         let mut window = Window::default();
@@ -123,7 +120,7 @@ pub fn run(
             .map_err(Error::from)
             .and_then(|catalog| {
                 let known = catalog.chunk_count_estimate()?;
-                let t = for_each_entry(ctx, manifest, progress, |id, len| {
+                let t = for_each_entry(ctx, manifest, &catalog, progress, |id, len| {
                     window.entries.push((id, out, len));
                     out += u64::from(len);
                     if window.entries.len() >= WINDOW_CHUNKS {
@@ -141,8 +138,8 @@ pub fn run(
             .into_iter()
             .map(|w| w.join().unwrap_or_else(|_| Err(closed())))
             .collect();
-        (totals, results)
-    });
+        Ok((totals, results))
+    })?;
     // A worker's own error says more than the planner's "the writer stopped".
     for r in results {
         r?;
@@ -280,35 +277,38 @@ impl Window {
 
         let mut jobs: Vec<Job> = Vec::new();
         let mut job_bytes = 0u64;
-        let mut current: Option<BlobWork> = None;
-        let mut current_blob = u32::MAX;
+        // The blob being filled: (index into `blobs`, its work).
+        let mut current: Option<(u32, BlobWork)> = None;
         let finish = |w: BlobWork, jobs: &mut Vec<Job>, job_bytes: &mut u64| {
-            let same_pack = jobs
-                .last()
-                .and_then(|j| j.last())
-                .is_some_and(|last| last.loc.pack == w.loc.pack);
             let raw = u64::from(w.loc.raw_len);
-            if same_pack && *job_bytes + raw <= JOB_BYTES {
-                *job_bytes += raw;
-                jobs.last_mut().expect("same_pack implies a job").push(w);
-            } else {
-                *job_bytes = raw;
-                jobs.push(vec![w]);
+            match jobs.last_mut() {
+                Some(job)
+                    if job.last().is_some_and(|l| l.loc.pack == w.loc.pack)
+                        && *job_bytes + raw <= JOB_BYTES =>
+                {
+                    *job_bytes += raw;
+                    job.push(w);
+                }
+                _ => {
+                    *job_bytes = raw;
+                    jobs.push(vec![w]);
+                }
             }
         };
         for p in places {
-            if p.blob != current_blob {
-                if let Some(w) = current.take() {
+            if current.as_ref().is_some_and(|(b, _)| *b != p.blob) {
+                if let Some((_, w)) = current.take() {
                     finish(w, &mut jobs, &mut job_bytes);
                 }
-                current_blob = p.blob;
-                current = Some(BlobWork {
+            }
+            let (_, w) = current.get_or_insert_with(|| {
+                let work = BlobWork {
                     loc: blobs[p.blob as usize].clone(),
                     extracts: Vec::new(),
                     writes: Vec::new(),
-                });
-            }
-            let w = current.as_mut().expect("set above");
+                };
+                (p.blob, work)
+            });
             // Only the same chunk shares an extract: two ids that a damaged
             // catalog puts at one place must each fail their own hash check.
             if w.extracts.last() != Some(&(p.off, p.len, p.id)) {
@@ -316,7 +316,7 @@ impl Window {
             }
             w.writes.push((p.out, (w.extracts.len() - 1) as u32));
         }
-        if let Some(w) = current.take() {
+        if let Some((_, w)) = current.take() {
             finish(w, &mut jobs, &mut job_bytes);
         }
         jobs
@@ -378,8 +378,8 @@ mod tests {
 
     /// What `Window::resolve` does with a catalog row, without the catalog.
     fn push(w: &mut Window, out: u64, id: ChunkId, l: &ChunkLocation) {
-        let blob = *w.by_row.entry(l.blob).or_insert_with(|| {
-            w.blobs.push(BlobLoc::from(l));
+        let blob = *w.by_row.entry(l.blob.blob).or_insert_with(|| {
+            w.blobs.push(l.blob.clone());
             (w.blobs.len() - 1) as u32
         });
         w.places.push(Place {
@@ -393,12 +393,14 @@ mod tests {
 
     fn loc(pack: u8, blob: i64, blob_offset: u64, offset: u32, length: u32) -> ChunkLocation {
         ChunkLocation {
-            pack: PackId([pack; 32]),
-            blob,
-            blob_offset,
-            stored_len: 100,
-            raw_len: 3 << 20,
-            codec: Codec::Zstd,
+            blob: BlobLoc {
+                pack: PackId([pack; 32]),
+                blob,
+                offset: blob_offset,
+                stored_len: 100,
+                raw_len: 3 << 20,
+                codec: Codec::Zstd,
+            },
             offset,
             length,
         }
