@@ -293,7 +293,8 @@ fn offsite(c: &mut Criterion) {
             dedup_key: key.clone(),
             threads: coffer::pipeline::threads(),
         };
-        let rep = backup::run(
+        // The command-level backup: the pipeline plus completing offsite.
+        let rep = coffer::commands::backup::backup_with(
             &ctx,
             &mut CursorSource(Cursor::new(data.clone())),
             &BackupRequest::default(),

@@ -16,12 +16,10 @@
 pub mod catalog;
 pub mod commands;
 pub mod error;
-pub mod keyfiles;
 pub mod pg;
 pub mod pipeline;
 pub mod progress;
 pub mod replicate;
-pub mod settings;
 pub mod source;
 pub mod tier;
 pub mod util;

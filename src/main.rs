@@ -9,7 +9,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    match cli::run::run(cli) {
+    match cli::run(cli) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             // One line: the whole chain, then the documented status.

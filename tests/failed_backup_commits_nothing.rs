@@ -210,3 +210,31 @@ fn empty_stream_round_trips() {
     assert_eq!(rep.raw_size, 0);
     assert!(f.restore(&rep.id).is_empty());
 }
+
+#[test]
+fn full_disk_commits_nothing_and_says_what_to_do_once() {
+    let f = fixture();
+    let data = noise(12 << 20, 3);
+    // One pack gets through, then the tier's disk is full.
+    let full: Arc<dyn Tier> = Arc::new(FaultTier::disk_full(f.tier.clone(), 1));
+    let mut src = Stream {
+        data: Cursor::new(data),
+        fail_at_finish: false,
+    };
+    let err = coffer::commands::backup::backup_with(
+        &f.ctx(full),
+        &mut src,
+        &BackupRequest::default(),
+        &Silent,
+    )
+    .unwrap_err();
+    assert!(matches!(err, coffer::Error::DiskFull { .. }), "{err}");
+    let msg = format!("{:#}", anyhow::Error::from(err));
+    assert!(msg.contains("nothing was committed"), "{msg}");
+    assert!(msg.contains("free space"), "{msg}");
+    assert!(msg.contains("coffer prune"), "{msg}");
+    let full_text = std::io::Error::from(std::io::ErrorKind::StorageFull).to_string();
+    assert_eq!(msg.matches(&full_text).count(), 1, "cause once: {msg}");
+    assert_eq!(f.snapshots(), 0);
+    assert!(f.tier.list(keys::SNAPSHOTS).unwrap().is_empty());
+}

@@ -88,7 +88,7 @@ impl Coffer {
     }
 
     fn catalog_path(&self) -> PathBuf {
-        coffer::settings::Settings::load(&self.config)
+        coffer::vault::settings::Settings::load(&self.config)
             .unwrap()
             .catalog
     }

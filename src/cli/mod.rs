@@ -1,14 +1,26 @@
-//! Command-line parsing (clap). Options map onto library types; each
-//! command's handler merges flags with the settings, calls the library, and
-//! renders the report as text or `--json`.
+//! Command-line parsing (clap) and one small handler per command, in the
+//! command's own file: it merges flags with the settings, calls the
+//! library (`coffer::commands`), and renders the report as text or `--json`
+//! ([`output::Render`]). Nothing here decides policy or touches a tier or
+//! the catalog directly.
 
-pub mod output;
-pub mod pg;
-pub mod run;
+mod backup;
+mod index;
+mod init;
+mod output;
+mod restore;
+mod snapshots;
+mod sync;
+mod verify;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use coffer::vault::settings;
+use coffer::Vault;
+
+use output::Verbosity;
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -49,15 +61,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a vault: keys, a local tier and this host's settings.
-    Init(InitArgs),
+    Init(init::InitArgs),
     /// Back up a file, stdin (-) or a directory (stored as a tar stream).
-    Backup(BackupArgs),
+    Backup(backup::BackupArgs),
     /// List snapshots.
-    Snapshots(SnapshotsArgs),
+    Snapshots(snapshots::SnapshotsArgs),
     /// Restore a snapshot to a file, stdout, or a directory tree.
-    Restore(RestoreArgs),
+    Restore(restore::RestoreArgs),
     /// Check every pack (and with --read-data every chunk) for damage.
-    Verify(VerifyArgs),
+    Verify(verify::VerifyArgs),
     /// Copy what is pending to every tier (offsite uploads) and repair any
     /// tier from another, byte for byte. Safe to interrupt and re-run.
     Sync,
@@ -67,131 +79,49 @@ pub enum Command {
     /// Catalog maintenance.
     Index {
         #[command(subcommand)]
-        command: IndexCommand,
+        command: index::IndexCommand,
     },
 }
 
-/// `coffer init`
-#[derive(Debug, Args)]
-pub struct InitArgs {
-    /// Directory of the local tier [default: $BACKUP_DIRECTORY, else ~/.local/share/coffer/vault].
-    #[arg(long, value_name = "DIR")]
-    pub local: Option<PathBuf>,
-    /// Seal to this age recipient (age1...) instead of generating an
-    /// identity here; repeat for several (e.g. an ops key and an escrow key).
-    #[arg(long = "recipient", value_name = "R")]
-    pub recipients: Vec<String>,
-    /// Offsite tier: an S3 bucket (and prefix). If it already holds a
-    /// vault, attach to it (needs --identity): a new host, or disaster recovery.
-    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
-    pub s3: Option<String>,
-    /// Endpoint of an S3-compatible store (MinIO, Ceph, Garage, SeaweedFS, R2, B2).
-    #[arg(long, value_name = "URL", requires = "s3")]
-    pub s3_endpoint: Option<String>,
-    /// S3 region [default: from the AWS environment or profile, else us-east-1].
-    #[arg(long, value_name = "REGION", requires = "s3")]
-    pub s3_region: Option<String>,
-    /// Storage class for objects (e.g. STANDARD_IA).
-    #[arg(long, value_name = "CLASS", requires = "s3")]
-    pub s3_storage_class: Option<String>,
-    /// S3 Object Lock mode for every object: governance or compliance
-    /// (the bucket must have Object Lock enabled).
-    #[arg(long, value_name = "MODE", requires_all = ["s3", "s3_object_lock_days"])]
-    pub s3_object_lock: Option<String>,
-    /// Object Lock retention in days.
-    #[arg(long, value_name = "DAYS", requires = "s3_object_lock")]
-    pub s3_object_lock_days: Option<u32>,
-    /// Identity file, to attach to an existing vault found in S3.
-    #[arg(long, value_name = "FILE")]
-    pub identity: Option<PathBuf>,
-    /// zstd level for new data (1-19; higher is smaller and slower). Fixed
-    /// in the vault config; see docs/performance.md for the trade-off.
-    #[arg(long, value_name = "N", default_value_t = vault_format::pack::PackParams::default().zstd_level,
-          value_parser = clap::value_parser!(i32).range(1..=19))]
-    pub zstd_level: i32,
+/// What every handler gets: how to print, and where the settings are.
+pub struct Ctx {
+    pub v: Verbosity,
+    /// The settings file to use.
+    pub settings_path: PathBuf,
+    /// True when it was named (`--config` or `COFFER_CONFIG`), not found by
+    /// default: the quick start only creates a vault where coffer looks by
+    /// default.
+    pub explicit: bool,
 }
 
-/// `coffer backup`
-#[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
-pub struct BackupArgs {
-    /// Job name, used to group snapshots and select `latest`.
-    #[arg(long, default_value = "default", global = true)]
-    pub job: String,
-    /// Tag the snapshot (repeatable).
-    #[arg(long = "tag", value_name = "T", global = true)]
-    pub tags: Vec<String>,
-    /// A file, `-` for stdin, or a directory (archived as tar).
-    #[arg(value_name = "PATH|-", required = true)]
-    pub path: Option<String>,
-    #[command(subcommand)]
-    pub source: Option<BackupSource>,
+impl Ctx {
+    /// Opens the vault the settings describe.
+    pub fn vault(&self) -> Result<Vault> {
+        Ok(Vault::open(&self.settings_path)?)
+    }
 }
 
-/// Sources with their own options.
-#[derive(Debug, Subcommand)]
-pub enum BackupSource {
-    /// Dump a PostgreSQL database (pg_dump -Fc -Z0 over an exported
-    /// snapshot) and its cluster globals into the vault.
-    Pg(pg::PgBackupArgs),
-}
-
-/// `coffer snapshots`
-#[derive(Debug, Args)]
-pub struct SnapshotsArgs {
-    /// Only this job's snapshots.
-    #[arg(long)]
-    pub job: Option<String>,
-}
-
-/// `coffer restore`
-#[derive(Debug, Args)]
-pub struct RestoreArgs {
-    /// Snapshot id, a unique prefix of it, or `latest`.
-    pub snapshot: String,
-    /// With `latest`: the newest snapshot of this job.
-    #[arg(long)]
-    pub job: Option<String>,
-    /// Read only from this tier (`local` or `s3`) [default: local first,
-    /// falling back per pack to the next tier].
-    #[arg(long, value_name = "TIER")]
-    pub tier: Option<String>,
-    /// Where to: a new file, a new or empty directory (directory
-    /// snapshots), or `-` for stdout [default: stdout when it is not a terminal].
-    #[arg(long, value_name = "PATH|-")]
-    pub to: Option<String>,
-    /// The age identity file [default: $COFFER_IDENTITY, else the one init wrote].
-    #[arg(long, value_name = "FILE")]
-    pub identity: Option<PathBuf>,
-    /// Restore a pg_dump snapshot into a database instead (see docs/postgres.md).
-    #[command(flatten)]
-    pub pg: pg::PgRestoreArgs,
-}
-
-/// `coffer verify`
-#[derive(Debug, Args)]
-pub struct VerifyArgs {
-    /// Also decrypt every pack and check every chunk's keyed hash (needs the identity).
-    #[arg(long)]
-    pub read_data: bool,
-    /// The age identity file (with --read-data or --restore-test).
-    #[arg(long, value_name = "FILE")]
-    pub identity: Option<PathBuf>,
-    /// Restore drill of a pg_dump snapshot (see docs/postgres.md).
-    #[command(flatten)]
-    pub drill: pg::PgDrillArgs,
-}
-
-/// `coffer index ...`
-#[derive(Debug, Subcommand)]
-pub enum IndexCommand {
-    /// Recreate the catalog from a tier (needs the identity).
-    Rebuild {
-        /// The age identity file.
-        #[arg(long, value_name = "FILE")]
-        identity: Option<PathBuf>,
-        /// The tier to rebuild from (`local` or `s3`).
-        #[arg(long, value_name = "TIER", default_value = "local")]
-        tier: String,
-    },
+/// Runs the parsed command; returns the exit status for outcomes that are
+/// not errors but not plain success either (e.g. verify found damage).
+pub fn run(cli: Cli) -> Result<i32> {
+    let ctx = Ctx {
+        v: Verbosity {
+            json: cli.json,
+            verbose: cli.verbose,
+            quiet: cli.quiet,
+        },
+        explicit: cli.config.is_some()
+            || std::env::var_os("COFFER_CONFIG").is_some_and(|c| !c.is_empty()),
+        settings_path: settings::settings_path(cli.config.as_deref()),
+    };
+    match cli.command {
+        Command::Init(a) => init::run(&ctx, a),
+        Command::Backup(a) => backup::run(&ctx, a),
+        Command::Snapshots(a) => snapshots::run(&ctx, a),
+        Command::Restore(a) => restore::run(&ctx, a),
+        Command::Verify(a) => verify::run(&ctx, a),
+        Command::Sync => sync::sync(&ctx),
+        Command::Status => sync::status(&ctx),
+        Command::Index { command } => index::run(&ctx, command),
+    }
 }

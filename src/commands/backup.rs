@@ -1,17 +1,115 @@
-//! `coffer backup`: one stream into the vault, recorded as a run.
+//! `coffer backup`: one stream into the vault, its offsite copies completed,
+//! recorded as a run.
+//!
+//! The pipeline ([`crate::pipeline::backup`]) commits the snapshot on the
+//! primary tier and uploads packs offsite while it runs; what happens after
+//! the commit is policy, and lives here: each offsite tier whose uploads did
+//! not fail is completed (this run's manifest, and anything pending from
+//! earlier runs); one that failed is left pending for `coffer sync`, and
+//! the report says so (exit status 3).
 
-use crate::error::Result;
-use crate::pipeline::backup::{self, BackupContext, BackupReport, BackupRequest};
-use crate::progress::Progress;
+use std::sync::Arc;
+
+use serde::Serialize;
+use vault_format::SnapshotId;
+
+use crate::catalog::{Catalog, CopyState, Outcome, RunKind, RunSummary};
+use crate::error::{Error, Result};
+use crate::pipeline::backup::{self, BackupContext, BackupRequest, Committed};
+use crate::progress::{Event, Progress};
 use crate::source::Source;
+use crate::tier::Tier;
 use crate::vault::Vault;
 
-/// Backs up `source`; the run (success or failure, with the reason) is
-/// recorded in the catalog either way.
+/// The result of a committed backup (the `--json` output of `coffer backup`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    /// Snapshot id.
+    pub id: SnapshotId,
+    /// Job name.
+    pub job: String,
+    /// Snapshot kind.
+    pub kind: String,
+    /// Bytes read.
+    pub raw_size: u64,
+    /// Bytes added to the vault (new blobs, compressed).
+    pub stored_size: u64,
+    /// Data chunks not stored before.
+    pub new_chunks: u64,
+    /// Data chunks already in the vault.
+    pub reused_chunks: u64,
+    /// Packs written.
+    pub packs: u64,
+    /// Wall time.
+    pub seconds: f64,
+    /// State of the offsite copy, per offsite tier.
+    pub offsite: Vec<OffsiteReport>,
+    /// Seconds from the end of ingest (input read, local packs stored) to
+    /// every offsite tier complete (or given up on).
+    pub offsite_lag_seconds: f64,
+}
+
+/// Offsite state of a backup in one tier.
+#[derive(Debug, Clone, Serialize)]
+pub struct OffsiteReport {
+    /// Tier name.
+    pub tier: String,
+    /// True when the snapshot and every pack it needs are in the tier.
+    pub complete: bool,
+    /// Why not, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<String>,
+}
+
+impl BackupReport {
+    /// True when some offsite copy is pending (exit status 3).
+    pub fn offsite_pending(&self) -> bool {
+        self.offsite.iter().any(|o| !o.complete)
+    }
+}
+
+impl RunSummary for BackupReport {
+    fn outcome(&self) -> Outcome {
+        if self.offsite_pending() {
+            Outcome::Partial
+        } else {
+            Outcome::Ok
+        }
+    }
+    fn bytes(&self) -> u64 {
+        self.raw_size
+    }
+    fn snapshot(&self) -> Option<SnapshotId> {
+        Some(self.id)
+    }
+    fn details(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self).ok()
+    }
+}
+
+/// Backs up `source` into `vault`; the run (success or failure, with the
+/// reason) is recorded in the catalog either way.
 ///
 /// # Errors
-/// As [`backup::run`]; nothing is committed on error.
+/// As [`backup_with`]; nothing is committed on error.
 pub fn backup(
+    vault: &Vault,
+    source: &mut dyn Source,
+    req: &BackupRequest,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
+    let catalog = vault.catalog()?;
+    catalog.record_run(RunKind::Backup, Some(&req.job), None, |_| {
+        backup_unrecorded(vault, source, req, progress)
+    })
+}
+
+/// [`backup`] without recording a run: for commands that record one run
+/// around more work than the stream (a pg backup starts pg_dump first).
+///
+/// # Errors
+/// As [`backup`].
+pub fn backup_unrecorded(
     vault: &Vault,
     source: &mut dyn Source,
     req: &BackupRequest,
@@ -23,8 +121,6 @@ pub fn backup(
     let _ = vault
         .local
         .remove_stale_tmp(std::time::Duration::from_secs(86_400));
-    let catalog = vault.catalog()?;
-    let run_id = catalog.start_run("backup", Some(&req.job))?;
     let ctx = BackupContext {
         tier: vault.primary(),
         offsite: vault.offsite(),
@@ -34,28 +130,75 @@ pub fn backup(
         dedup_key: push.dedup_key,
         threads: crate::pipeline::threads(),
     };
-    let r = backup::run(&ctx, source, req, progress);
-    match &r {
-        Ok(rep) => catalog.finish_run(
-            run_id,
-            if rep.offsite_pending() {
-                crate::catalog::Outcome::Partial
-            } else {
-                crate::catalog::Outcome::Ok
+    backup_with(&ctx, source, req, progress)
+}
+
+/// Runs the pipeline with `ctx` and completes the offsite copies.
+///
+/// # Errors
+/// As [`backup::run`]; a full disk is [`Error::DiskFull`], which says what
+/// to do.
+pub fn backup_with(
+    ctx: &BackupContext,
+    source: &mut dyn Source,
+    req: &BackupRequest,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
+    let committed = backup::run(ctx, source, req, progress).map_err(|e| {
+        if e.is_disk_full() {
+            Error::DiskFull { cause: Box::new(e) }
+        } else {
+            e
+        }
+    })?;
+    let catalog = Catalog::open(&ctx.catalog_path)?;
+    complete_offsite(&catalog, ctx, committed, progress)
+}
+
+/// After the commit: brings each offsite tier up to date (unless its
+/// uploads already failed during the run) and reports what is pending.
+fn complete_offsite(
+    catalog: &Catalog,
+    ctx: &BackupContext,
+    c: Committed,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
+    let mut tiers: Vec<Arc<dyn Tier>> = vec![ctx.tier.clone()];
+    tiers.extend(ctx.offsite.iter().cloned());
+    let mut offsite = Vec::new();
+    for (i, (tier, failed)) in ctx.offsite.iter().zip(&c.upload_failures).enumerate() {
+        catalog.set_snapshot_copy(&c.id, tier.name(), CopyState::Pending)?;
+        let reason = match failed {
+            Some(why) => Some(why.clone()),
+            None => match crate::replicate::sync_to(catalog, &tiers, i + 1, progress) {
+                Ok(r) if r.problems.is_empty() => None,
+                Ok(r) => Some(r.problems.join("; ")),
+                Err(e) => Some(e.to_string()),
             },
-            rep.raw_size,
-            None,
-            Some(&rep.id),
-            Some(&serde_json::to_value(rep).unwrap_or_default()),
-        )?,
-        Err(e) => catalog.finish_run(
-            run_id,
-            crate::catalog::Outcome::Failed,
-            0,
-            Some(&e.to_string()),
-            None,
-            None,
-        )?,
+        };
+        if let Some(why) = &reason {
+            progress.event(&Event::Warning(format!(
+                "offsite copy in tier {} is pending: {why}; run `coffer sync` when it is reachable",
+                tier.name()
+            )));
+        }
+        offsite.push(OffsiteReport {
+            tier: tier.name().to_string(),
+            complete: reason.is_none(),
+            pending_reason: reason,
+        });
     }
-    r
+    Ok(BackupReport {
+        id: c.id,
+        job: c.job,
+        kind: c.kind,
+        raw_size: c.raw_size,
+        stored_size: c.stored_size,
+        new_chunks: c.new_chunks,
+        reused_chunks: c.reused_chunks,
+        packs: c.packs,
+        seconds: c.started.elapsed().as_secs_f64(),
+        offsite,
+        offsite_lag_seconds: c.ingest_done.elapsed().as_secs_f64(),
+    })
 }

@@ -11,17 +11,17 @@ use vault_format::VaultId;
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
-use crate::keyfiles::PushKey;
-use crate::settings::{absolute, LocalSettings, Settings};
 use crate::tier::local::LocalTier;
 use crate::tier::s3::{S3Settings, S3Tier};
 use crate::tier::{keys, Put, Tier};
+use crate::vault::keyfiles::PushKey;
+use crate::vault::settings::{absolute, default_local_dir, LocalSettings, Settings};
 
 /// What to create.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
     /// Settings file to write.
-    pub config_path: PathBuf,
+    pub settings_path: PathBuf,
     /// Local tier directory.
     pub local: PathBuf,
     /// Recipients; empty means "generate an identity here".
@@ -42,8 +42,9 @@ pub struct InitOptions {
 pub struct InitReport {
     /// New vault id.
     pub vault_id: String,
-    /// Settings file.
-    pub config: PathBuf,
+    /// Settings file (`config` in JSON, like the `--config` flag).
+    #[serde(rename = "config")]
+    pub settings: PathBuf,
     /// Identity file, when one was generated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<PathBuf>,
@@ -62,20 +63,43 @@ pub struct InitReport {
     pub attached: bool,
 }
 
+/// The quick start: when no settings file was named (`--config`,
+/// `COFFER_CONFIG`) and none exists where coffer looks by default, a backup
+/// first creates the default local-directory vault (in
+/// [`default_local_dir`], keys generated here). Returns what it created.
+///
+/// # Errors
+/// As [`init`].
+pub fn init_default_if_missing(settings_path: &Path, explicit: bool) -> Result<Option<InitReport>> {
+    if explicit || settings_path.exists() {
+        return Ok(None);
+    }
+    init(&InitOptions {
+        settings_path: settings_path.to_path_buf(),
+        local: default_local_dir(),
+        recipients: vec![],
+        chunker: ChunkerParams::default(),
+        pack: PackParams::default(),
+        s3: None,
+        identity: None,
+    })
+    .map(Some)
+}
+
 /// Creates a vault.
 ///
 /// # Errors
 /// [`Error::Config`] when a config or vault already exists there;
 /// [`Error::Key`] for bad recipients.
 pub fn init(opts: &InitOptions) -> Result<InitReport> {
-    let config_path = absolute(&opts.config_path);
-    if config_path.exists() {
+    let settings_path = absolute(&opts.settings_path);
+    if settings_path.exists() {
         return Err(Error::Config(format!(
-            "a coffer config already exists at {}; pass --config FILE to create another",
-            config_path.display()
+            "coffer settings already exist at {}; pass --config FILE to create another",
+            settings_path.display()
         )));
     }
-    let dir = config_path
+    let dir = settings_path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
@@ -92,7 +116,7 @@ pub fn init(opts: &InitOptions) -> Result<InitReport> {
     };
     if let Some(t) = &s3 {
         match t.get(keys::CONFIG) {
-            Ok(bytes) => return attach(opts, &config_path, &dir, &local_path, t, &bytes),
+            Ok(bytes) => return attach(opts, &settings_path, &dir, &local_path, t, &bytes),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
@@ -171,11 +195,11 @@ pub fn init(opts: &InitOptions) -> Result<InitReport> {
             )));
         }
     }
-    settings.save_new(&config_path)?;
+    settings.save_new(&settings_path)?;
     Catalog::open(&settings.catalog)?.bind_vault(&settings.vault_id)?;
     Ok(InitReport {
         vault_id: vault_id.to_hex(),
-        config: config_path,
+        settings: settings_path,
         identity: identity.map(|_| identity_path),
         push_key: push_path,
         local: local_path,
@@ -193,7 +217,7 @@ pub fn init(opts: &InitOptions) -> Result<InitReport> {
 /// check) and from the push key ever after.
 fn attach(
     opts: &InitOptions,
-    config_path: &Path,
+    settings_path: &Path,
     dir: &Path,
     local_path: &Path,
     s3: &S3Tier,
@@ -201,8 +225,8 @@ fn attach(
 ) -> Result<InitReport> {
     let config = VaultConfig::decode(bytes)?;
     let id_path =
-        crate::keyfiles::identity_path(opts.identity.as_deref(), None).map(|p| absolute(&p));
-    let identity = crate::keyfiles::load_identity(
+        crate::vault::keyfiles::identity_path(opts.identity.as_deref(), None).map(|p| absolute(&p));
+    let identity = crate::vault::keyfiles::load_identity(
         id_path.as_deref(),
         "attaching to the existing vault in S3",
     )?;
@@ -233,11 +257,11 @@ fn attach(
         },
         s3: opts.s3.clone(),
     };
-    settings.save_new(config_path)?;
+    settings.save_new(settings_path)?;
     Catalog::open(&settings.catalog)?.bind_vault(&settings.vault_id)?;
     Ok(InitReport {
         vault_id: config.vault_id.to_hex(),
-        config: config_path.to_path_buf(),
+        settings: settings_path.to_path_buf(),
         identity: None,
         push_key: push_path,
         local: local_path.to_path_buf(),

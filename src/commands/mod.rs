@@ -2,9 +2,13 @@
 //! (`src/cli`) parses flags, calls these, and renders their reports.
 
 pub mod backup;
+pub mod drill;
 pub mod init;
+pub mod pg_backup;
+pub mod pg_restore;
 pub mod rebuild;
 pub mod restore;
+pub mod snapshots;
 pub mod sync;
 pub mod verify;
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use vault_format::manifest::{kinds, Manifest};
 
+use crate::catalog::RunKind;
 use crate::error::{Error, Result};
 use crate::pipeline::restore::{self, ReadContext, RestoreReport};
 use crate::progress::Progress;
@@ -49,35 +50,20 @@ pub fn restore(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let catalog = vault.catalog()?;
-    let run = catalog.start_run("restore", Some(&manifest.job))?;
-    let r = match target {
-        Target::Stdout => {
-            let stdout = std::io::stdout();
-            let mut lock = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            restore::run(ctx, manifest, &mut lock, progress)
-        }
-        Target::Path(p) if manifest.kind == kinds::TAR => to_tree(ctx, manifest, p, progress),
-        Target::Path(p) => to_file(ctx, manifest, p, progress),
-    };
-    match &r {
-        Ok(rep) => catalog.finish_run(
-            run,
-            crate::catalog::Outcome::Ok,
-            rep.bytes,
-            None,
-            Some(&manifest.id),
-            None,
-        )?,
-        Err(e) => catalog.finish_run(
-            run,
-            crate::catalog::Outcome::Failed,
-            0,
-            Some(&e.to_string()),
-            Some(&manifest.id),
-            None,
-        )?,
-    }
-    r
+    catalog.record_run(
+        RunKind::Restore,
+        Some(&manifest.job),
+        Some(&manifest.id),
+        |_| match target {
+            Target::Stdout => {
+                let stdout = std::io::stdout();
+                let mut lock = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+                restore::run(ctx, manifest, &mut lock, progress)
+            }
+            Target::Path(p) if manifest.kind == kinds::TAR => to_tree(ctx, manifest, p, progress),
+            Target::Path(p) => to_file(ctx, manifest, p, progress),
+        },
+    )
 }
 
 fn out_err(what: &Path) -> impl Fn(std::io::Error) -> Error + '_ {

@@ -1,5 +1,6 @@
 //! `coffer sync` and `coffer status`: replicate and report per tier.
 
+use crate::catalog::{Outcome, RunKind, RunSummary};
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::replicate::{self, SyncReport, TierStatus};
@@ -13,37 +14,48 @@ use crate::vault::Vault;
 /// Catalog errors; a tier that cannot be listed is reported in its report.
 pub fn sync(vault: &Vault, progress: &dyn Progress) -> Result<Vec<SyncReport>> {
     let catalog = vault.catalog()?;
-    let run = catalog.start_run("sync", None)?;
     let tiers = vault.tiers();
-    let mut out = Vec::new();
-    for i in 0..tiers.len() {
-        match replicate::sync_to(&catalog, &tiers, i, progress) {
-            Ok(r) => out.push(r),
-            Err(e) => out.push(SyncReport {
-                tier: tiers[i].name().to_string(),
-                problems: vec![e.to_string()],
-                ..Default::default()
-            }),
+    let reports = catalog.record_run(RunKind::Sync, None, None, |_| -> Result<SyncRun> {
+        let mut out = Vec::new();
+        for i in 0..tiers.len() {
+            match replicate::sync_to(&catalog, &tiers, i, progress) {
+                Ok(r) => out.push(r),
+                Err(e) => out.push(SyncReport {
+                    tier: tiers[i].name().to_string(),
+                    problems: vec![e.to_string()],
+                    ..Default::default()
+                }),
+            }
+        }
+        Ok(SyncRun(out))
+    })?;
+    Ok(reports.0)
+}
+
+/// A sync's reports, as its run records them.
+struct SyncRun(Vec<SyncReport>);
+
+impl RunSummary for SyncRun {
+    fn outcome(&self) -> Outcome {
+        if self.problem().is_some() {
+            Outcome::Partial
+        } else {
+            Outcome::Ok
         }
     }
-    let problems: Vec<_> = out
-        .iter()
-        .flat_map(|r| r.problems.iter().cloned())
-        .collect();
-    let bytes = out.iter().map(|r| r.bytes_copied).sum();
-    catalog.finish_run(
-        run,
-        if problems.is_empty() {
-            crate::catalog::Outcome::Ok
-        } else {
-            crate::catalog::Outcome::Partial
-        },
-        bytes,
-        problems.first().map(String::as_str),
-        None,
-        Some(&serde_json::to_value(&out).unwrap_or_default()),
-    )?;
-    Ok(out)
+    fn bytes(&self) -> u64 {
+        self.0.iter().map(|r| r.bytes_copied).sum()
+    }
+    fn problem(&self) -> Option<String> {
+        self.0
+            .iter()
+            .flat_map(|r| r.problems.first())
+            .next()
+            .cloned()
+    }
+    fn details(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(&self.0).ok()
+    }
 }
 
 /// Replication state per tier.

@@ -17,11 +17,11 @@ use vault_format::blob::BlobDecoder;
 use vault_format::pack::PackReader;
 use vault_format::PackId;
 
-use crate::catalog::{CopyState, Outcome};
+use crate::catalog::{Catalog, CopyState, Outcome, RunKind, RunSummary};
 use crate::error::Result;
 use crate::pipeline::restore::ReadContext;
 use crate::progress::Progress;
-use crate::tier::keys;
+use crate::tier::{keys, Tier};
 use crate::vault::Vault;
 
 /// What verify found (`--json`).
@@ -51,96 +51,108 @@ pub fn verify(
     read: Option<&ReadContext>,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
-    let started = std::time::Instant::now();
-    let catalog = vault.catalog()?;
-    let run = catalog.start_run(
-        if read.is_some() {
-            "verify-data"
-        } else {
-            "verify"
-        },
-        None,
-    )?;
-    let mut rep = VerifyReport {
-        packs_checked: 0,
-        bytes_read: 0,
-        chunks_checked: 0,
-        snapshots_checked: 0,
-        problems: Vec::new(),
-        seconds: 0.0,
+    let kind = if read.is_some() {
+        RunKind::VerifyData
+    } else {
+        RunKind::Verify
     };
-    let packs = catalog.packs()?;
-    for tier in vault.tiers() {
-        // Packs are checked on worker threads, each reading a pack once into
-        // memory (hash, then decrypt from the same bytes: one download per
-        // pack from S3); the catalog is updated here, in order of completion.
-        let threads = crate::pipeline::threads().min(4);
-        let (job_tx, job_rx) = crossbeam_channel::bounded::<PackId>(threads);
-        let (res_tx, res_rx) = crossbeam_channel::bounded::<PackCheck>(threads);
-        let tier_ref = &*tier;
-        let packs = &packs;
-        let outcome = std::thread::scope(|s| -> Result<()> {
-            for _ in 0..threads {
-                let (job_rx, res_tx) = (job_rx.clone(), res_tx.clone());
-                s.spawn(move || {
-                    let mut w = Worker::new();
-                    for id in job_rx {
-                        let r = w.check(tier_ref, &id, read, progress);
-                        if res_tx.send(r).is_err() {
-                            return;
-                        }
-                    }
-                });
+    let catalog = vault.catalog()?;
+    catalog.record_run(kind, None, None, |_| {
+        let started = std::time::Instant::now();
+        let mut rep = VerifyReport {
+            packs_checked: 0,
+            bytes_read: 0,
+            chunks_checked: 0,
+            snapshots_checked: 0,
+            problems: Vec::new(),
+            seconds: 0.0,
+        };
+        let packs = catalog.packs()?;
+        for tier in vault.tiers() {
+            check_packs(&catalog, &*tier, &packs, read, progress, &mut rep)?;
+            for s in catalog.snapshots(None)? {
+                rep.snapshots_checked += 1;
+                if tier.head(&keys::snapshot(&s.id))?.is_none() {
+                    rep.problems.push(format!(
+                        "manifest of snapshot {} is missing in tier {}",
+                        s.id,
+                        tier.name()
+                    ));
+                }
             }
-            drop((job_rx, res_tx));
-            let feeder = s.spawn(move || {
-                for (id, _) in packs {
-                    if job_tx.send(*id).is_err() {
+        }
+        rep.seconds = started.elapsed().as_secs_f64();
+        Ok(rep)
+    })
+}
+
+impl RunSummary for VerifyReport {
+    fn outcome(&self) -> Outcome {
+        if self.problems.is_empty() {
+            Outcome::Ok
+        } else {
+            Outcome::Partial
+        }
+    }
+    fn bytes(&self) -> u64 {
+        self.bytes_read
+    }
+    fn problem(&self) -> Option<String> {
+        self.problems.first().cloned()
+    }
+    fn details(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self).ok()
+    }
+}
+
+/// Checks every pack in one tier. Packs are checked on worker threads, each
+/// reading a pack once into memory (hash, then decrypt from the same bytes:
+/// one download per pack from S3); the catalog is updated here, in order of
+/// completion.
+fn check_packs(
+    catalog: &Catalog,
+    tier: &dyn Tier,
+    packs: &[(PackId, u64)],
+    read: Option<&ReadContext>,
+    progress: &dyn Progress,
+    rep: &mut VerifyReport,
+) -> Result<()> {
+    let threads = crate::pipeline::threads().min(4);
+    let (job_tx, job_rx) = crossbeam_channel::bounded::<PackId>(threads);
+    let (res_tx, res_rx) = crossbeam_channel::bounded::<PackCheck>(threads);
+    std::thread::scope(|s| -> Result<()> {
+        for i in 0..threads {
+            let (job_rx, res_tx) = (job_rx.clone(), res_tx.clone());
+            crate::pipeline::spawn(s, format!("verify-{i}"), move || {
+                let mut w = Worker::new();
+                for id in job_rx {
+                    let r = w.check(tier, &id, read, progress);
+                    if res_tx.send(r).is_err() {
                         return;
                     }
                 }
-            });
-            for r in res_rx {
-                rep.packs_checked += 1;
-                rep.bytes_read += r.bytes;
-                rep.chunks_checked += r.chunks;
-                if let Some(p) = &r.problem {
-                    rep.problems
-                        .push(format!("pack {} in tier {}: {p}", r.id, tier_ref.name()));
-                }
-                catalog.set_pack_copy(&r.id, tier_ref.name(), r.state, true)?;
-            }
-            let _ = feeder.join();
-            Ok(())
-        });
-        outcome?;
-        for s in catalog.snapshots(None)? {
-            rep.snapshots_checked += 1;
-            match tier.head(&keys::snapshot(&s.id))? {
-                Some(_) => {}
-                None => rep.problems.push(format!(
-                    "manifest of snapshot {} is missing in tier {}",
-                    s.id,
-                    tier.name()
-                )),
-            }
+            })?;
         }
-    }
-    rep.seconds = started.elapsed().as_secs_f64();
-    let outcome = if rep.problems.is_empty() {
-        Outcome::Ok
-    } else {
-        Outcome::Partial
-    };
-    catalog.finish_run(
-        run,
-        outcome,
-        rep.bytes_read,
-        rep.problems.first().map(String::as_str),
-        None,
-        Some(&serde_json::to_value(&rep).unwrap_or_default()),
-    )?;
-    Ok(rep)
+        drop((job_rx, res_tx));
+        crate::pipeline::spawn(s, "verify-feed".into(), move || {
+            for (id, _) in packs {
+                if job_tx.send(*id).is_err() {
+                    return;
+                }
+            }
+        })?;
+        for r in res_rx {
+            rep.packs_checked += 1;
+            rep.bytes_read += r.bytes;
+            rep.chunks_checked += r.chunks;
+            if let Some(p) = &r.problem {
+                rep.problems
+                    .push(format!("pack {} in tier {}: {p}", r.id, tier.name()));
+            }
+            catalog.set_pack_copy(&r.id, tier.name(), r.state, true)?;
+        }
+        Ok(())
+    })
 }
 
 /// One pack's verdict.
@@ -172,7 +184,7 @@ impl Worker {
 
     fn check(
         &mut self,
-        tier: &dyn crate::tier::Tier,
+        tier: &dyn Tier,
         id: &PackId,
         read: Option<&ReadContext>,
         progress: &dyn Progress,
@@ -192,7 +204,7 @@ impl Worker {
                     tier: tier.name().to_string(),
                     op: "read",
                     key: key.clone(),
-                    source: e,
+                    io: e,
                 })
         });
         match r {

@@ -1,34 +1,38 @@
-//! PostgreSQL sources and targets: `coffer backup pg`, `coffer restore
-//! --dbname`, and restore drills (`coffer verify --restore-test`). User
+//! PostgreSQL plumbing: connection strings, the client programs, the
+//! exported-snapshot session, the facts recorded at backup and compared at
+//! restore, pg_restore as a stream's consumer, and scratch servers. User
 //! documentation: docs/postgres.md.
 //!
-//! - [`dump`]: the backup source. A REPEATABLE READ, READ ONLY transaction
-//!   over tokio-postgres exports its snapshot; `pg_dump --snapshot=...
-//!   --format=custom -Z0` streams straight into the backup pipeline; the
-//!   archive's TOC is read off the stream's head with `pg_restore --list`,
-//!   and the facts of the tables it holds data for are recorded from the
-//!   same snapshot while pg_dump runs. [`dump::PgDumpSource::finish`]
-//!   checks pg_dump's exit status and stderr before anything is committed.
-//! - [`globals`]: `pg_dumpall --globals-only` (roles, tablespaces), backed
-//!   up as a companion snapshot, and replayed with psql.
-//! - [`restore`]: streams a dump snapshot into `pg_restore` and compares
-//!   the restored tables with the recorded [`facts`].
-//! - [`drill`]: the same into a scratch database coffer creates and drops,
-//!   recorded as a `restore-test` run in the catalog.
+//! The commands that use them live with the others: `coffer backup pg`
+//! ([`crate::commands::pg_backup`], with the pg_dump source in
+//! [`crate::source::pg_dump`]), `coffer restore --dbname`
+//! ([`crate::commands::pg_restore`]) and restore drills
+//! ([`crate::commands::drill`]).
+//!
+//! - [`conninfo`]: libpq connection strings and URLs, ~/.pgpass;
+//! - [`session`]: the REPEATABLE READ, READ ONLY transaction that exports
+//!   the snapshot pg_dump reads, and records table facts from it;
+//! - [`facts`] and [`recorded`]: the facts themselves, and as a manifest
+//!   holds them; [`compare`]: a restored database against them;
+//! - [`globals`]: `pg_dumpall --globals-only`, replayed with psql;
+//! - [`pg_restore`]: pg_restore and `pg_restore --list` fed by one stream;
+//!   [`toc`]: the listing parsed;
+//! - [`scratch`]: the scratch database of a drill; [`tools`]: finding and
+//!   running the client programs.
 //!
 //! Nothing here prints; async code runs on current-thread runtimes owned by
 //! this module, and never calls into tiers or pipelines.
 
+pub mod compare;
 pub mod conninfo;
-pub mod drill;
-pub mod dump;
 pub mod facts;
 pub mod globals;
-pub mod restore;
+pub mod pg_restore;
+pub mod recorded;
+pub mod scratch;
+pub mod session;
 pub mod toc;
 pub mod tools;
-
-use std::io::{Cursor, Read};
 
 use thiserror::Error;
 
@@ -182,38 +186,4 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, PgError> {
             program: "the async runtime".into(),
             detail: e.to_string(),
         })
-}
-
-/// A stream already in memory (the globals, a few KiB), as a backup source.
-pub struct MemorySource {
-    kind: String,
-    data: Cursor<Vec<u8>>,
-    facts: serde_json::Map<String, serde_json::Value>,
-}
-
-impl MemorySource {
-    /// Wraps `data` with its kind and facts.
-    pub fn new(
-        kind: &str,
-        data: Vec<u8>,
-        facts: serde_json::Map<String, serde_json::Value>,
-    ) -> Self {
-        MemorySource {
-            kind: kind.to_string(),
-            data: Cursor::new(data),
-            facts,
-        }
-    }
-}
-
-impl crate::source::Source for MemorySource {
-    fn kind(&self) -> &str {
-        &self.kind
-    }
-    fn reader(&mut self) -> &mut (dyn Read + Send) {
-        &mut self.data
-    }
-    fn finish(&mut self) -> crate::Result<serde_json::Map<String, serde_json::Value>> {
-        Ok(self.facts.clone())
-    }
 }

@@ -60,6 +60,12 @@ pub struct RestoreReport {
     pub seconds: f64,
 }
 
+impl crate::catalog::RunSummary for RestoreReport {
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
 /// Where a blob is, as the fetcher needs it.
 pub(crate) type BlobLoc = crate::catalog::BlobLocation;
 
@@ -226,7 +232,7 @@ impl<'a> Fetcher<'a> {
         self.decoded_blob = None;
         Err(Error::Integrity {
             problem: format!("cannot read blob: {}", problems.join("; ")),
-            pack: loc.pack.to_hex(),
+            pack: Some(loc.pack),
             tier: self
                 .ctx
                 .tiers
@@ -284,7 +290,7 @@ fn describe(e: FormatError) -> String {
 pub(crate) fn missing_chunk(id: &ChunkId, snapshot: Option<SnapshotId>) -> Error {
     Error::Integrity {
         problem: format!("chunk {} is not in the catalog", &id.to_hex()[..16]),
-        pack: "(unknown)".into(),
+        pack: None,
         tier: "catalog".into(),
         snapshot: snapshot.map(|s| s.to_hex()),
     }
@@ -500,7 +506,7 @@ pub(crate) fn check_length(
             "chunk {} has length {cataloged} in the catalog but {listed} in the chunk list",
             &id.to_hex()[..16],
         ),
-        pack: pack.to_hex(),
+        pack: Some(*pack),
         tier: "catalog".into(),
         snapshot: Some(manifest.id.to_hex()),
     })
@@ -520,7 +526,7 @@ pub(crate) fn check_totals(
                 "restored {written} bytes in {chunks} chunks, but the manifest says {} bytes in {} chunks",
                 manifest.raw_size, manifest.chunk_count
             ),
-            pack: "(chunk list)".into(),
+            pack: None,
             tier: "catalog".into(),
             snapshot: Some(manifest.id.to_hex()),
         });

@@ -12,6 +12,7 @@ use super::{ObjectInfo, Put, ReadSeek, Tier, TierError};
 pub struct FaultTier {
     inner: Arc<dyn Tier>,
     puts_left: AtomicI64,
+    disk_full: bool,
 }
 
 impl FaultTier {
@@ -20,6 +21,16 @@ impl FaultTier {
         FaultTier {
             inner,
             puts_left: AtomicI64::new(puts_before_failure),
+            disk_full: false,
+        }
+    }
+
+    /// Like [`FaultTier::new`], but the failing puts fail as a full disk
+    /// does (`ENOSPC`).
+    pub fn disk_full(inner: Arc<dyn Tier>, puts_before_failure: i64) -> Self {
+        FaultTier {
+            disk_full: true,
+            ..Self::new(inner, puts_before_failure)
         }
     }
 
@@ -32,6 +43,12 @@ impl FaultTier {
         match r {
             Ok(_) => Ok(()),
             Err(n) if n < 0 => Ok(()),
+            Err(_) if self.disk_full => Err(TierError::Io {
+                tier: self.inner.name().to_string(),
+                op: "put",
+                key: key.to_string(),
+                io: std::io::Error::from(std::io::ErrorKind::StorageFull),
+            }),
             Err(_) => Err(TierError::Remote {
                 tier: self.inner.name().to_string(),
                 op: "put",

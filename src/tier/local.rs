@@ -116,7 +116,7 @@ impl LocalTier {
             tier: self.name.clone(),
             op,
             key,
-            source,
+            io: source,
         }
     }
 

@@ -53,14 +53,14 @@ pub enum TierError {
     /// The object does not exist.
     #[error("{key} is missing from tier {tier}")]
     NotFound { tier: String, key: String },
-    /// Local I/O failed.
-    #[error("tier {tier}: {op} {key}: {source}")]
+    /// Local I/O failed. The cause is in the message, not in `source()`,
+    /// so a printed error chain says it once.
+    #[error("tier {tier}: {op} {key}: {io}")]
     Io {
         tier: String,
         op: &'static str,
         key: String,
-        #[source]
-        source: std::io::Error,
+        io: std::io::Error,
     },
     /// The tier refused or failed the request (network, permissions, ...).
     #[error("tier {tier}: {op} {key} failed: {detail}")]
@@ -73,6 +73,11 @@ pub enum TierError {
 }
 
 impl TierError {
+    /// True when the tier's disk is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, TierError::Io { io, .. } if io.kind() == std::io::ErrorKind::StorageFull)
+    }
+
     /// True when the object is simply absent.
     pub fn is_not_found(&self) -> bool {
         matches!(self, TierError::NotFound { .. })

@@ -250,7 +250,7 @@ impl S3Tier {
                     tier: self.name.clone(),
                     op: "put",
                     key: key.to_string(),
-                    source: io::Error::other(e.to_string()),
+                    io: io::Error::other(e.to_string()),
                 })?,
             };
             let mut req = self

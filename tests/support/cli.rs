@@ -58,7 +58,9 @@ fn describe(args: &[&str], o: &Output) -> String {
     )
 }
 
-/// Asserts a failed run printed exactly one `coffer: error:` line.
+/// Asserts a failed run printed exactly one `coffer: error:` line, and that
+/// the line says each cause once (an error chain that puts its source both
+/// in its message and in `source()` prints it twice).
 pub fn assert_one_error_line(o: &Output) {
     let e = stderr(o);
     let lines: Vec<&str> = e.lines().collect();
@@ -67,6 +69,23 @@ pub fn assert_one_error_line(o: &Output) {
         lines[0].starts_with("coffer: error: "),
         "error line should start with `coffer: error:`: {e}"
     );
+    assert_no_repeated_cause(lines[0]);
+}
+
+/// Asserts no cause (a `: `-separated part of 12 or more characters)
+/// appears twice in an error line.
+pub fn assert_no_repeated_cause(line: &str) {
+    let parts: Vec<&str> = line
+        .split(": ")
+        .map(str::trim)
+        .filter(|p| p.len() >= 12)
+        .collect();
+    for (i, p) in parts.iter().enumerate() {
+        assert!(
+            !parts[i + 1..].contains(p),
+            "the cause {p:?} is printed twice: {line}"
+        );
+    }
 }
 
 /// Is `s` a lowercase hex string of `len` characters?

@@ -1,4 +1,13 @@
-//! An opened vault: settings, the tier config, the tiers and the catalog.
+//! An opened vault: this host's settings, the vault config read from the
+//! primary tier, the tiers, the catalog, and the keys.
+//!
+//! [`settings`] is the host's TOML file (where the tiers, the catalog and
+//! the keys are); [`keyfiles`] reads and writes the push key and finds the
+//! identity. The vault's own `config` object lives in each tier and is
+//! specified in vault-format/SPEC.md.
+
+pub mod keyfiles;
+pub mod settings;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,11 +17,11 @@ use vault_format::keys::{DedupKey, Identity};
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
-use crate::keyfiles::{self, PushKey};
-use crate::settings::Settings;
 use crate::tier::local::LocalTier;
 use crate::tier::s3::S3Tier;
 use crate::tier::{keys, Tier};
+use keyfiles::PushKey;
+use settings::Settings;
 
 /// An opened vault.
 pub struct Vault {

@@ -1,29 +1,25 @@
 //! Restore drills (`coffer verify --restore-test SNAPSHOT`): restore a
-//! pg_dump snapshot into a scratch database that coffer creates and drops,
-//! list the archive with `pg_restore --list` from the same stream, compare
-//! the restored tables with the recorded facts, and record the drill in
-//! the catalog's runs table (kind `restore-test`): that row is the audit.
-//!
-//! The scratch server is `--scratch CONNINFO`, else wherever the PG*
-//! environment and libpq's defaults point; coffer connects to its `dbname`
-//! (default `postgres`) to create `coffer_drill_<snapshot>_<random>`. It
-//! never defaults to the server the backup came from: a drill loads a whole
-//! database and should not land on production by surprise.
+//! pg_dump snapshot into a scratch database that coffer creates and drops
+//! ([`crate::pg::scratch`]), list the archive with `pg_restore --list` from
+//! the same stream, compare the restored tables with the recorded facts,
+//! and record the drill in the catalog's runs table (kind `restore-test`):
+//! that row is the audit.
 
 use std::time::Instant;
 
 use serde::Serialize;
-use serde_json::json;
 use vault_format::manifest::Manifest;
 use vault_format::SnapshotId;
 
-use super::conninfo::ConnInfo;
-use super::dump::RecordedFacts;
-use super::facts::quote_ident;
-use super::restore::{compare, stream_into_pg_restore, target_err, Comparison, StreamError};
-use super::{db_error, Db, PgError, KIND_DUMP};
-use crate::catalog::Outcome;
+use super::pg_restore::{into_pg_restore, target_err};
+use crate::catalog::{Outcome, RunKind, RunSummary};
 use crate::error::{Error, Result};
+use crate::pg::compare::{compare, Comparison};
+use crate::pg::conninfo::ConnInfo;
+use crate::pg::pg_restore::StreamError;
+use crate::pg::recorded::RecordedFacts;
+use crate::pg::scratch::ScratchServer;
+use crate::pg::{Db, KIND_DUMP};
 use crate::pipeline::restore::ReadContext;
 use crate::progress::Progress;
 use crate::vault::Vault;
@@ -103,35 +99,31 @@ pub fn drill(
         )));
     }
     let catalog = vault.catalog()?;
-    let run = catalog.start_run("restore-test", Some(&manifest.job))?;
-    let r = run_drill(ctx, manifest, &recorded, opts, progress, run);
-    match &r {
-        Ok(rep) => {
-            let outcome = if rep.passed {
-                Outcome::Ok
-            } else {
-                Outcome::Partial
-            };
-            let details = serde_json::to_value(rep).unwrap_or_default();
-            catalog.finish_run(
-                run,
-                outcome,
-                rep.bytes,
-                rep.restore_error.as_deref(),
-                Some(&manifest.id),
-                Some(&details),
-            )?;
+    catalog.record_run(
+        RunKind::RestoreTest,
+        Some(&manifest.job),
+        Some(&manifest.id),
+        |run| run_drill(ctx, manifest, &recorded, opts, progress, run),
+    )
+}
+
+impl RunSummary for DrillReport {
+    fn outcome(&self) -> Outcome {
+        if self.passed {
+            Outcome::Ok
+        } else {
+            Outcome::Partial
         }
-        Err(e) => catalog.finish_run(
-            run,
-            Outcome::Failed,
-            0,
-            Some(&e.to_string()),
-            Some(&manifest.id),
-            Some(&json!({ "snapshot": manifest.id.to_hex() })),
-        )?,
     }
-    r
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    fn problem(&self) -> Option<String> {
+        self.restore_error.clone()
+    }
+    fn details(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self).ok()
+    }
 }
 
 fn run_drill(
@@ -143,43 +135,21 @@ fn run_drill(
     run_id: i64,
 ) -> Result<DrillReport> {
     let started = Instant::now();
-    let mut maint = opts.scratch.clone();
-    if !maint.is_given("dbname") {
-        maint.set("dbname", "postgres");
-    }
-    let admin = Db::connect(&maint).map_err(|e| {
-        Error::Config(format!(
-            "{e}; name a scratch server with --scratch CONNINFO (see docs/postgres.md)"
-        ))
-    })?;
-    let (version, version_num): (String, i32) = admin
-        .run(async {
-            let r = admin
-                .client()
-                .query_one(
-                    "SELECT current_setting('server_version'), current_setting('server_version_num')::int4",
-                    &[],
-                )
-                .await?;
-            Ok::<_, tokio_postgres::Error>((r.get(0), r.get(1)))
-        })
-        .map_err(|e| Error::Config(format!("scratch server: {}", db_error(&e))))?;
+    let server = ScratchServer::connect(&opts.scratch)?;
     let name = format!(
         "coffer_drill_{}_{}",
         &manifest.id.to_hex()[..8],
         &SnapshotId::random().to_hex()[..8]
     );
     let mut notes = Vec::new();
-    create_scratch(&admin, &name, recorded, &mut notes)?;
-
-    let mut target = maint.clone();
-    target.set("dbname", &name);
+    server.create(&name, recorded, &mut notes)?;
+    let target = server.conninfo(&name);
     // Drill the data, not the roles: a scratch server need not have them.
     let args: Vec<String> = ["--no-owner", "--no-privileges", "--single-transaction"]
         .map(String::from)
         .to_vec();
     let outcome = (|| -> Result<Restored> {
-        match stream_into_pg_restore(ctx, manifest, &target, &args, &[], 1, progress) {
+        match into_pg_restore(ctx, manifest, &target, &args, &[], 1, progress) {
             Ok((rep, toc)) => {
                 let db = Db::connect(&target).map_err(target_err)?;
                 let mut c = compare(&db, recorded, &toc, true, true).map_err(target_err)?;
@@ -200,7 +170,7 @@ fn run_drill(
         }
     })();
     if !opts.keep {
-        drop_scratch(&admin, &name, version_num).map_err(target_err)?;
+        server.drop_database(&name).map_err(target_err)?;
     }
     let Restored {
         bytes,
@@ -219,7 +189,7 @@ fn run_drill(
         backup_created: manifest.created.clone(),
         database: recorded.database.clone().unwrap_or_default(),
         scratch_database: name,
-        scratch_server_version: version,
+        scratch_server_version: server.version.clone(),
         kept: opts.keep,
         bytes,
         seconds: started.elapsed().as_secs_f64(),
@@ -240,62 +210,4 @@ struct Restored {
     table_data_entries: usize,
     comparison: Option<Comparison>,
     restore_error: Option<String>,
-}
-
-/// Creates the scratch database like the source: same encoding, and its
-/// locale when the scratch server has it (else the C locale, noted).
-fn create_scratch(
-    admin: &Db,
-    name: &str,
-    recorded: &RecordedFacts,
-    notes: &mut Vec<String>,
-) -> Result<()> {
-    let enc = recorded.encoding.clone().unwrap_or_else(|| "UTF8".into());
-    let base = format!(
-        "CREATE DATABASE {} TEMPLATE template0 ENCODING {}",
-        quote_ident(name),
-        super::conninfo::quote(&enc)
-    );
-    let with_locale = match (&recorded.collate, &recorded.ctype) {
-        (Some(c), Some(t)) => Some(format!(
-            "{base} LC_COLLATE {} LC_CTYPE {}",
-            super::conninfo::quote(c),
-            super::conninfo::quote(t)
-        )),
-        _ => None,
-    };
-    let exec = |sql: &str| admin.run(admin.client().batch_execute(sql));
-    if let Some(sql) = with_locale {
-        match exec(&sql) {
-            Ok(()) => return Ok(()),
-            Err(e) => notes.push(format!(
-                "the scratch database uses the C locale: the source's ({}) is not usable there ({})",
-                recorded.collate.as_deref().unwrap_or_default(),
-                db_error(&e)
-            )),
-        }
-    }
-    exec(&format!("{base} LC_COLLATE 'C' LC_CTYPE 'C'")).map_err(|e| {
-        Error::Config(format!(
-            "cannot create the scratch database {name}: {}",
-            db_error(&e)
-        ))
-    })
-}
-
-fn drop_scratch(admin: &Db, name: &str, version_num: i32) -> std::result::Result<(), PgError> {
-    let force = if version_num >= 130000 {
-        " WITH (FORCE)"
-    } else {
-        ""
-    };
-    admin
-        .run(admin.client().batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {}{force}",
-            quote_ident(name)
-        )))
-        .map_err(|e| PgError::Query {
-            what: format!("dropping the scratch database {name}"),
-            detail: db_error(&e),
-        })
 }

@@ -61,16 +61,16 @@ impl Settings {
         let text = std::fs::read_to_string(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::Config(format!(
-                    "no coffer config at {}; create a vault with `coffer init --local DIR` (or pass --config FILE)",
+                    "no coffer settings file at {}; create a vault with `coffer init --local DIR` (or pass --config FILE)",
                     path.display()
                 ))
             } else {
-                Error::Config(format!("cannot read config {}: {e}", path.display()))
+                Error::Config(format!("cannot read the settings file {}: {e}", path.display()))
             }
         })?;
         toml::from_str(&text).map_err(|e| {
             Error::Config(format!(
-                "config {} is not valid: {}",
+                "settings file {} is not valid: {}",
                 path.display(),
                 e.message()
             ))
@@ -86,13 +86,18 @@ impl Settings {
             "# coffer settings, written by `coffer init`. See docs/configuration.md.\n{}",
             toml::to_string_pretty(self).expect("settings serialize")
         );
-        crate::util::write_secret_file(path, body.as_bytes())
-            .map_err(|e| Error::Config(format!("cannot write config {}: {e}", path.display())))
+        crate::util::write_secret_file(path, body.as_bytes()).map_err(|e| {
+            Error::Config(format!(
+                "cannot write the settings file {}: {e}",
+                path.display()
+            ))
+        })
     }
 }
 
-/// The settings file to use: `explicit`, else `COFFER_CONFIG`, else XDG.
-pub fn config_path(explicit: Option<&Path>) -> PathBuf {
+/// The settings file to use: `explicit` (`--config`), else `COFFER_CONFIG`,
+/// else `$XDG_CONFIG_HOME/coffer/config.toml`.
+pub fn settings_path(explicit: Option<&Path>) -> PathBuf {
     if let Some(p) = explicit {
         return p.to_path_buf();
     }

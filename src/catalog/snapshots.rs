@@ -1,0 +1,206 @@
+//! Snapshots: what was committed, how to name one on the command line, and
+//! where each manifest's copies are.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, OptionalExtension};
+use vault_format::manifest::Manifest;
+use vault_format::SnapshotId;
+
+use super::sql::Sql;
+use super::{Catalog, CatalogError, CopyState};
+use crate::util::now_rfc3339;
+
+/// A committed snapshot, as listed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SnapshotRecord {
+    /// Snapshot id.
+    pub id: SnapshotId,
+    /// Job name.
+    pub job: String,
+    /// Kind (file, stdin, tar, ...).
+    pub kind: String,
+    /// RFC 3339 creation time.
+    pub created: String,
+    /// Host that made it.
+    pub host: String,
+    /// Bytes in the stream.
+    pub raw_size: u64,
+    /// Bytes it added to the vault.
+    pub stored_size: u64,
+    /// Data chunks.
+    pub chunk_count: u64,
+    /// Tags.
+    pub tags: Vec<String>,
+}
+
+impl Catalog {
+    /// Copy state of every snapshot's manifest in `tier`.
+    ///
+    /// # Errors
+    /// SQLite errors; [`CatalogError::Damaged`] for a malformed row.
+    pub fn snapshot_states(
+        &self,
+        tier: &str,
+    ) -> Result<HashMap<SnapshotId, CopyState>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT snapshot_id, state FROM snapshot_copies WHERE tier = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([tier], |r| {
+                Ok((r.get::<_, Sql<SnapshotId>>(0)?.0, r.get(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Sets the state of a snapshot manifest's copy in a tier.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_snapshot_copy(
+        &self,
+        id: &SnapshotId,
+        tier: &str,
+        state: CopyState,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO snapshot_copies(snapshot_id, tier, state, updated) VALUES (?1, ?2, ?3, ?4)",
+                params![Sql(*id), tier, state, now_rfc3339()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records a committed snapshot and its manifest's copy in `tier`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn insert_snapshot(&mut self, m: &Manifest, tier: &str) -> Result<(), CatalogError> {
+        let path = self.path.clone();
+        let e = |e| super::sql_err(&path, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO snapshots(id, job, kind, created, host, raw_size, stored_size, chunk_count, tags, manifest)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                Sql(m.id),
+                m.job,
+                m.kind,
+                m.created,
+                m.host,
+                m.raw_size as i64,
+                m.stored_size as i64,
+                m.chunk_count as i64,
+                serde_json::to_string(&m.tags).expect("tags serialize"),
+                String::from_utf8(m.encode()).expect("manifest JSON is UTF-8"),
+            ],
+        )
+        .map_err(e)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO snapshot_copies(snapshot_id, tier, state, updated) VALUES (?1, ?2, ?3, ?4)",
+            params![Sql(m.id), tier, CopyState::Present, now_rfc3339()],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
+    /// Snapshots, oldest first, optionally of one job.
+    ///
+    /// # Errors
+    /// SQLite errors; [`CatalogError::Damaged`] for a malformed row.
+    pub fn snapshots(&self, job: Option<&str>) -> Result<Vec<SnapshotRecord>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT id, job, kind, created, host, raw_size, stored_size, chunk_count, tags FROM snapshots
+                 WHERE ?1 IS NULL OR job = ?1 ORDER BY created, rowid",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([job], |r| {
+                let tags: String = r.get(8)?;
+                Ok(SnapshotRecord {
+                    id: r.get::<_, Sql<SnapshotId>>(0)?.0,
+                    job: r.get(1)?,
+                    kind: r.get(2)?,
+                    created: r.get(3)?,
+                    host: r.get(4)?,
+                    raw_size: r.get::<_, i64>(5)? as u64,
+                    stored_size: r.get::<_, i64>(6)? as u64,
+                    chunk_count: r.get::<_, i64>(7)? as u64,
+                    tags: serde_json::from_str(&tags).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            8,
+                            rusqlite::types::Type::Text,
+                            format!("snapshot tags are not a JSON list: {e}").into(),
+                        )
+                    })?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Resolves `latest` (optionally within a job), a full id or a unique
+    /// prefix to a snapshot id.
+    ///
+    /// # Errors
+    /// [`CatalogError::SnapshotNotFound`] / [`CatalogError::AmbiguousSnapshot`].
+    pub fn resolve_snapshot(
+        &self,
+        query: &str,
+        job: Option<&str>,
+    ) -> Result<SnapshotId, CatalogError> {
+        let all = self.snapshots(job)?;
+        if query == "latest" {
+            return all.last().map(|s| s.id).ok_or_else(|| {
+                CatalogError::SnapshotNotFound(match job {
+                    Some(j) => format!("latest (job {j})"),
+                    None => "latest".into(),
+                })
+            });
+        }
+        let q = query.to_ascii_lowercase();
+        if q.len() < 4 || !q.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(CatalogError::SnapshotNotFound(format!(
+                "{query} (give `latest` or at least 4 hex digits of an id)"
+            )));
+        }
+        let hits: Vec<_> = all
+            .iter()
+            .filter(|s| s.id.to_hex().starts_with(&q))
+            .collect();
+        match hits.len() {
+            0 => Err(CatalogError::SnapshotNotFound(query.to_string())),
+            1 => Ok(hits[0].id),
+            n => Err(CatalogError::AmbiguousSnapshot {
+                prefix: query.to_string(),
+                count: n,
+            }),
+        }
+    }
+
+    /// The stored manifest of a snapshot.
+    ///
+    /// # Errors
+    /// [`CatalogError::SnapshotNotFound`] / [`CatalogError::BadManifest`].
+    pub fn manifest(&self, id: &SnapshotId) -> Result<Manifest, CatalogError> {
+        let json: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT manifest FROM snapshots WHERE id = ?1",
+                [Sql(*id)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let json = json.ok_or_else(|| CatalogError::SnapshotNotFound(id.to_hex()))?;
+        Manifest::decode(json.as_bytes()).map_err(|e| CatalogError::BadManifest {
+            id: id.to_hex(),
+            detail: e.to_string(),
+        })
+    }
+}

@@ -1,0 +1,47 @@
+//! `coffer index rebuild`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Subcommand;
+use coffer::commands::rebuild::{self, RebuildReport};
+
+use super::output::{print_problems, problems_status, render, Render, Verbosity};
+use super::Ctx;
+
+/// `coffer index ...`
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Recreate the catalog from a tier (needs the identity).
+    Rebuild {
+        /// The age identity file.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+        /// The tier to rebuild from (`local` or `s3`).
+        #[arg(long, value_name = "TIER", default_value = "local")]
+        tier: String,
+    },
+}
+
+pub fn run(ctx: &Ctx, c: IndexCommand) -> Result<i32> {
+    let IndexCommand::Rebuild { identity, tier } = c;
+    let vault = ctx.vault()?;
+    let (id, _) = vault.identity(identity.as_deref(), "index rebuild")?;
+    let tier = vault.select_tiers(Some(&tier))?.remove(0);
+    let rep = rebuild::rebuild(&vault, &*tier, &id)?;
+    Ok(render(ctx.v, &rep))
+}
+
+impl Render for RebuildReport {
+    fn text(&self, v: Verbosity) {
+        let summary = format!(
+            "coffer: rebuilt the catalog from tier {}: {} packs, {} chunks, {} snapshots",
+            self.tier, self.packs, self.chunks, self.snapshots
+        );
+        print_problems(v, &self.problems, &summary);
+    }
+
+    fn status(&self) -> i32 {
+        problems_status(&self.problems)
+    }
+}

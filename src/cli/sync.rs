@@ -1,0 +1,87 @@
+//! `coffer sync` and `coffer status`.
+
+use anyhow::Result;
+use coffer::commands::sync;
+use coffer::replicate::{SyncReport, TierStatus};
+
+use super::output::{bytes, note, out, render, with_progress, Render, Verbosity};
+use super::Ctx;
+
+pub fn sync(ctx: &Ctx) -> Result<i32> {
+    let vault = ctx.vault()?;
+    let reps = with_progress(ctx.v, "syncing", |p| sync::sync(&vault, p))?;
+    Ok(render(ctx.v, &Synced(reps)))
+}
+
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct Synced(Vec<SyncReport>);
+
+impl Render for Synced {
+    fn text(&self, v: Verbosity) {
+        for r in &self.0 {
+            for p in &r.problems {
+                eprintln!("coffer: {p}");
+            }
+            note(
+                v,
+                &format!(
+                    "coffer: tier {}: copied {} packs ({}) and {} manifests{}",
+                    r.tier,
+                    r.packs_copied,
+                    bytes(r.bytes_copied),
+                    r.manifests_copied,
+                    if r.problems.is_empty() {
+                        ""
+                    } else {
+                        "; some copies are still pending"
+                    }
+                ),
+            );
+        }
+    }
+
+    fn status(&self) -> i32 {
+        if self.0.iter().any(|r| !r.problems.is_empty()) {
+            coffer::error::exit::OFFSITE_PENDING
+        } else {
+            0
+        }
+    }
+}
+
+pub fn status(ctx: &Ctx) -> Result<i32> {
+    let st = sync::status(&ctx.vault()?)?;
+    Ok(render(ctx.v, &Status(st)))
+}
+
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct Status(Vec<TierStatus>);
+
+impl Render for Status {
+    fn text(&self, _: Verbosity) {
+        out(&format!(
+            "{:<8} {:>10} {:>14} {:>14} {:>12}  {}",
+            "TIER", "SNAPSHOTS", "COMPLETE", "PACKS PENDING", "BYTES", "NEWEST COMPLETE"
+        ));
+        for t in &self.0 {
+            out(&format!(
+                "{:<8} {:>10} {:>14} {:>14} {:>12}  {}",
+                t.tier,
+                t.snapshots,
+                t.snapshots_complete,
+                t.packs_pending,
+                bytes(t.bytes_pending),
+                match (&t.newest_complete, t.newest_complete_age_seconds) {
+                    (Some(c), Some(a)) => format!(
+                        "{c} ({} ago)",
+                        humantime::format_duration(std::time::Duration::from_secs(a))
+                    ),
+                    (Some(c), None) => c.clone(),
+                    _ => "none".into(),
+                }
+            ));
+        }
+    }
+}
