@@ -58,6 +58,27 @@ pub fn sync_to(
         tier: t.name().to_string(),
         ..Default::default()
     };
+    sync_packs(catalog, tiers, target, progress, &mut rep)?;
+    if !rep.problems.is_empty() {
+        rep.problems.push(format!(
+            "manifests were not copied to {}: a snapshot is only offered on a tier that holds all its packs",
+            t.name()
+        ));
+        return Ok(rep);
+    }
+    sync_manifests(catalog, tiers, target, progress, &mut rep)?;
+    Ok(rep)
+}
+
+/// Copies every pack the target lacks (or holds damaged) from another tier.
+fn sync_packs(
+    catalog: &Catalog,
+    tiers: &[Arc<dyn Tier>],
+    target: usize,
+    progress: &dyn Progress,
+    rep: &mut SyncReport,
+) -> Result<()> {
+    let t = &tiers[target];
     let have = keyset(&**t, keys::PACKS)?;
     let states = catalog.pack_states(t.name())?;
     // Listings of the other tiers, fetched lazily (only if something is missing).
@@ -72,20 +93,14 @@ pub fn sync_to(
             }
             continue;
         }
-        let sources = match &others {
-            Some(o) => o,
-            None => {
-                let mut o = Vec::new();
-                for (i, s) in tiers.iter().enumerate() {
-                    if i != target {
-                        if let Ok(k) = keyset(&**s, keys::PACKS) {
-                            o.push((i, k));
-                        }
-                    }
-                }
-                others.insert(o)
-            }
-        };
+        let sources = others.get_or_insert_with(|| {
+            tiers
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != target)
+                .filter_map(|(i, s)| keyset(&**s, keys::PACKS).ok().map(|k| (i, k)))
+                .collect()
+        });
         let mut done = false;
         let mut why = Vec::new();
         for (i, listing) in sources.iter() {
@@ -129,13 +144,18 @@ pub fn sync_to(
             });
         }
     }
-    if !rep.problems.is_empty() {
-        rep.problems.push(format!(
-            "manifests were not copied to {}: a snapshot is only offered on a tier that holds all its packs",
-            t.name()
-        ));
-        return Ok(rep);
-    }
+    Ok(())
+}
+
+/// Copies every manifest the target lacks (once it holds every pack).
+fn sync_manifests(
+    catalog: &Catalog,
+    tiers: &[Arc<dyn Tier>],
+    target: usize,
+    progress: &dyn Progress,
+    rep: &mut SyncReport,
+) -> Result<()> {
+    let t = &tiers[target];
     let have = keyset(&**t, keys::SNAPSHOTS)?;
     let snap_states = catalog.snapshot_states(t.name())?;
     for s in catalog.snapshots(None)? {
@@ -162,7 +182,7 @@ pub fn sync_to(
             }
         }
     }
-    Ok(rep)
+    Ok(())
 }
 
 fn copy_manifest(

@@ -86,30 +86,22 @@ pub fn init_default_if_missing(settings_path: &Path, explicit: bool) -> Result<O
     .map(Some)
 }
 
-/// Creates a vault.
+/// Creates a vault. One function on purpose: the order of its writes is
+/// the crash-safety argument (the identity first, as the one thing that
+/// cannot be recreated; then the push key, the tier configs, and the
+/// settings last), and it reads best top to bottom.
 ///
 /// # Errors
 /// [`Error::Config`] when a config or vault already exists there;
 /// [`Error::Key`] for bad recipients.
 pub fn init(opts: &InitOptions) -> Result<InitReport> {
     let settings_path = absolute(&opts.settings_path);
-    if settings_path.exists() {
-        return Err(Error::Config(format!(
-            "coffer settings already exist at {}; pass --config FILE to create another",
-            settings_path.display()
-        )));
-    }
+    let local_path = absolute(&opts.local);
+    refuse_existing(&settings_path, &local_path)?;
     let dir = settings_path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let local_path = absolute(&opts.local);
-    if local_path.join(keys::CONFIG).exists() {
-        return Err(Error::Config(format!(
-            "{} already holds a coffer vault; choose another --local directory",
-            local_path.display()
-        )));
-    }
     let s3 = match &opts.s3 {
         Some(st) => Some(S3Tier::new("s3", st)?),
         None => None,
@@ -122,17 +114,7 @@ pub fn init(opts: &InitOptions) -> Result<InitReport> {
         }
     }
     let created = crate::util::now_rfc3339();
-    let (identity, recipients) = if opts.recipients.is_empty() {
-        let id = Identity::generate();
-        let r = id.to_recipients();
-        (Some(id), r)
-    } else {
-        (
-            None,
-            Recipients::parse(&opts.recipients)
-                .map_err(|e| Error::Key(format!("{e}; a recipient looks like age1...")))?,
-        )
-    };
+    let (identity, recipients) = keys_for(opts)?;
     let identity_path = dir.join("identity.txt");
     let push_path = dir.join("push-key.toml");
     for p in [&identity_path, &push_path] {
@@ -208,6 +190,36 @@ pub fn init(opts: &InitOptions) -> Result<InitReport> {
         s3: opts.s3.as_ref().map(S3Settings::url),
         attached: false,
     })
+}
+
+/// Refuses to overwrite this host's settings or another vault's directory.
+fn refuse_existing(settings_path: &Path, local_path: &Path) -> Result<()> {
+    if settings_path.exists() {
+        return Err(Error::Config(format!(
+            "coffer settings already exist at {}; pass --config FILE to create another",
+            settings_path.display()
+        )));
+    }
+    if local_path.join(keys::CONFIG).exists() {
+        return Err(Error::Config(format!(
+            "{} already holds a coffer vault; choose another --local directory",
+            local_path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The identity to generate here (none when recipients were given) and the
+/// recipients everything will be sealed to.
+fn keys_for(opts: &InitOptions) -> Result<(Option<Identity>, Recipients)> {
+    if opts.recipients.is_empty() {
+        let id = Identity::generate();
+        let r = id.to_recipients();
+        return Ok((Some(id), r));
+    }
+    let r = Recipients::parse(&opts.recipients)
+        .map_err(|e| Error::Key(format!("{e}; a recipient looks like age1...")))?;
+    Ok((None, r))
 }
 
 /// Attaches this host to a vault that already exists in S3 (a new database

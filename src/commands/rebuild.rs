@@ -69,6 +69,26 @@ pub fn rebuild(
         snapshots: 0,
         problems: Vec::new(),
     };
+    index_packs(&mut cat, tier, identity, &mut rep)?;
+    load_manifests(&mut cat, tier, identity, &config, &mut rep)?;
+    drop(cat);
+    for ext in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", final_path.display()));
+    }
+    std::fs::rename(&tmp_path, &final_path).map_err(|e| Error::Output {
+        what: final_path.display().to_string(),
+        io: e,
+    })?;
+    Ok(rep)
+}
+
+/// Opens every pack in `tier` and records its index.
+fn index_packs(
+    cat: &mut Catalog,
+    tier: &dyn Tier,
+    identity: &vault_format::keys::Identity,
+    rep: &mut RebuildReport,
+) -> Result<()> {
     for obj in tier.list(keys::PACKS)? {
         let Some(id) = keys::parse_pack(&obj.key) else {
             continue;
@@ -86,6 +106,17 @@ pub fn rebuild(
             Err(e) => rep.problems.push(format!("pack {id}: {e}")),
         }
     }
+    Ok(())
+}
+
+/// Opens every manifest in `tier` and records its snapshot.
+fn load_manifests(
+    cat: &mut Catalog,
+    tier: &dyn Tier,
+    identity: &vault_format::keys::Identity,
+    config: &VaultConfig,
+    rep: &mut RebuildReport,
+) -> Result<()> {
     for obj in tier.list(keys::SNAPSHOTS)? {
         let Some(id) = keys::parse_snapshot(&obj.key) else {
             continue;
@@ -105,13 +136,5 @@ pub fn rebuild(
             Err(e) => rep.problems.push(format!("snapshot {id}: {e}")),
         }
     }
-    drop(cat);
-    for ext in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{ext}", final_path.display()));
-    }
-    std::fs::rename(&tmp_path, &final_path).map_err(|e| Error::Output {
-        what: final_path.display().to_string(),
-        io: e,
-    })?;
-    Ok(rep)
+    Ok(())
 }

@@ -39,7 +39,7 @@ impl Session {
         let cfg = conn.tokio_config()?;
         let target = conn.describe();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready, PgError>>();
-        let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::unbounded_channel::<Cmd>();
+        let (cmd_tx, cmd_rx) = tokio::sync::mpsc::unbounded_channel::<Cmd>();
         let aborted = Arc::new(AtomicBool::new(false));
         let aborted_in = aborted.clone();
         let thread = std::thread::Builder::new()
@@ -52,80 +52,7 @@ impl Session {
                         return;
                     }
                 };
-                rt.block_on(async move {
-                    let (client, connection) = match cfg.connect(tokio_postgres::NoTls).await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(PgError::Connect {
-                                target,
-                                detail: db_error(&e),
-                            }));
-                            return;
-                        }
-                    };
-                    let connection = tokio::spawn(connection);
-                    let setup = async {
-                        let q = |what: &'static str| {
-                            move |e: tokio_postgres::Error| PgError::Query {
-                                what: what.into(),
-                                detail: db_error(&e),
-                            }
-                        };
-                        client
-                            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                            .await
-                            .map_err(q("starting the snapshot transaction"))?;
-                        let snapshot: String = client
-                            .query_one("SELECT pg_export_snapshot()", &[])
-                            .await
-                            .map_err(q("exporting the snapshot"))?
-                            .get(0);
-                        facts::pin_session(&client).await?;
-                        let server = facts::server_facts(&client).await?;
-                        Ok::<_, PgError>(Ready {
-                            snapshot,
-                            server,
-                            cancel: client.cancel_token(),
-                        })
-                    }
-                    .await;
-                    let ok = setup.is_ok();
-                    let _ = ready_tx.send(setup);
-                    if !ok {
-                        return;
-                    }
-                    while let Some(cmd) = cmd_rx.recv().await {
-                        match cmd {
-                            Cmd::Count(_, reply) if aborted_in.load(Ordering::SeqCst) => {
-                                let _ = reply.send(Err(closed()));
-                            }
-                            Cmd::Count(oids, reply) => {
-                                let _ = reply.send(facts::record_tables(&client, &oids).await);
-                            }
-                            Cmd::Close(reply) => {
-                                let r = client.batch_execute("COMMIT").await.map_err(|e| {
-                                    PgError::Query {
-                                        what: "ending the snapshot transaction".into(),
-                                        detail: db_error(&e),
-                                    }
-                                });
-                                let _ = reply.send(r);
-                                // Terminate cleanly rather than drop the socket.
-                                drop(client);
-                                let _ = tokio::time::timeout(
-                                    std::time::Duration::from_secs(1),
-                                    connection,
-                                )
-                                .await;
-                                return;
-                            }
-                        }
-                    }
-                    // Dropped without Close: the server rolls back.
-                    drop(client);
-                    let _ =
-                        tokio::time::timeout(std::time::Duration::from_secs(1), connection).await;
-                });
+                rt.block_on(serve(cfg, target, ready_tx, cmd_rx, aborted_in));
             })
             .map_err(|e| PgError::Tool {
                 program: "the snapshot thread".into(),
@@ -192,6 +119,86 @@ impl Session {
         // Detached: it ends when its query does, dropping the connection.
         self.thread.take();
     }
+}
+
+/// The session's thread: connect, open the snapshot transaction, export the
+/// snapshot and the server facts (sent on `ready`), then serve table-fact
+/// requests until closed.
+async fn serve(
+    cfg: tokio_postgres::Config,
+    target: String,
+    ready_tx: mpsc::Sender<Result<Ready, PgError>>,
+    mut cmd_rx: tokio::sync::mpsc::UnboundedReceiver<Cmd>,
+    aborted_in: Arc<AtomicBool>,
+) {
+    let (client, connection) = match cfg.connect(tokio_postgres::NoTls).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready_tx.send(Err(PgError::Connect {
+                target,
+                detail: db_error(&e),
+            }));
+            return;
+        }
+    };
+    let connection = tokio::spawn(connection);
+    let setup = async {
+        let q = |what: &'static str| {
+            move |e: tokio_postgres::Error| PgError::Query {
+                what: what.into(),
+                detail: db_error(&e),
+            }
+        };
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+            .map_err(q("starting the snapshot transaction"))?;
+        let snapshot: String = client
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(q("exporting the snapshot"))?
+            .get(0);
+        facts::pin_session(&client).await?;
+        let server = facts::server_facts(&client).await?;
+        Ok::<_, PgError>(Ready {
+            snapshot,
+            server,
+            cancel: client.cancel_token(),
+        })
+    }
+    .await;
+    let ok = setup.is_ok();
+    let _ = ready_tx.send(setup);
+    if !ok {
+        return;
+    }
+    while let Some(cmd) = cmd_rx.recv().await {
+        match cmd {
+            Cmd::Count(_, reply) if aborted_in.load(Ordering::SeqCst) => {
+                let _ = reply.send(Err(closed()));
+            }
+            Cmd::Count(oids, reply) => {
+                let _ = reply.send(facts::record_tables(&client, &oids).await);
+            }
+            Cmd::Close(reply) => {
+                let r = client
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(|e| PgError::Query {
+                        what: "ending the snapshot transaction".into(),
+                        detail: db_error(&e),
+                    });
+                let _ = reply.send(r);
+                // Terminate cleanly rather than drop the socket.
+                drop(client);
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), connection).await;
+                return;
+            }
+        }
+    }
+    // Dropped without Close: the server rolls back.
+    drop(client);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), connection).await;
 }
 
 /// Asks the session to record table facts (row counts, checksums) in its

@@ -27,6 +27,7 @@
 
 pub mod backup;
 pub mod dedup;
+pub mod fetch;
 pub mod restore;
 pub mod restore_file;
 

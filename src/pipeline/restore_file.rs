@@ -26,9 +26,9 @@ use crossbeam_channel::{bounded, Receiver};
 use vault_format::manifest::Manifest;
 use vault_format::{ChunkId, SnapshotId};
 
+use super::fetch::{missing_chunk, BlobLoc, Fetcher};
 use super::restore::{
-    check_length, check_totals, closed, for_each_entry, missing_chunk, BlobLoc, Fetcher,
-    ReadContext, RestoreReport,
+    check_length, check_totals, closed, for_each_entry, ReadContext, RestoreReport,
 };
 use crate::catalog::{Catalog, ChunkRef};
 use crate::error::{Error, Result};

@@ -287,15 +287,7 @@ pub(super) fn chunk_stage(
                 continue;
             }
             hash_all(&em.idkey, window, &cuts, &mut ids);
-            for (&(o, n), id) in cuts.iter().zip(&ids) {
-                if em.chunk_with_id(&window[o..o + n], *id, ChunkKind::Data)? {
-                    stats.new_chunks += 1;
-                } else {
-                    stats.reused_chunks += 1;
-                }
-                stats.chunk_count += 1;
-                chunklist::encode_entry(id, n as u32, &mut list_buf);
-            }
+            emit_window(&mut em, window, &cuts, &ids, &mut stats, &mut list_buf)?;
             input.pos += cuts.last().map_or(0, |&(o, n)| o + n);
             if list_buf.len() >= 4 * max {
                 cut_list(&chunker, &mut em, &mut list_buf, false, &mut stats.list_ids)?;
@@ -307,6 +299,28 @@ pub(super) fn chunk_stage(
     cut_list(&chunker, &mut em, &mut list_buf, true, &mut stats.list_ids)?;
     em.flush(ChunkKind::List)?;
     Ok(stats)
+}
+
+/// Dedups the window's chunks in stream order and appends them to the
+/// chunk list.
+fn emit_window(
+    em: &mut Emitter,
+    window: &[u8],
+    cuts: &[(usize, usize)],
+    ids: &[ChunkId],
+    stats: &mut ChunkStats,
+    list_buf: &mut Vec<u8>,
+) -> Result<()> {
+    for (&(o, n), id) in cuts.iter().zip(ids) {
+        if em.chunk_with_id(&window[o..o + n], *id, ChunkKind::Data)? {
+            stats.new_chunks += 1;
+        } else {
+            stats.reused_chunks += 1;
+        }
+        stats.chunk_count += 1;
+        chunklist::encode_entry(id, n as u32, list_buf);
+    }
+    Ok(())
 }
 
 /// Cut points in `window`, stopping while a whole max-size chunk still

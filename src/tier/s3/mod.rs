@@ -23,7 +23,7 @@
 //! The trait is synchronous (the pipelines are threads); each call runs on a
 //! small tokio runtime owned by the tier. Never call it from async code.
 
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,73 +32,14 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ObjectLockMode, StorageClass};
-use serde::{Deserialize, Serialize};
+
+mod reader;
+mod settings;
+
+pub use settings::S3Settings;
 
 use super::{ObjectInfo, Put, ReadSeek, Tier, TierError};
-
-/// `[s3]` in the settings file.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct S3Settings {
-    /// Bucket name.
-    pub bucket: String,
-    /// Key prefix inside the bucket (`""` or ending in `/`).
-    #[serde(default)]
-    pub prefix: String,
-    /// Region [default: from the AWS environment/profile, else us-east-1].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    /// Endpoint URL for S3-compatible stores.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-    /// Path-style addressing [default: true when an endpoint is set].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path_style: Option<bool>,
-    /// Storage class for packs and manifests (e.g. `STANDARD_IA`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage_class: Option<String>,
-    /// Object Lock mode: `governance` or `compliance`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub object_lock_mode: Option<String>,
-    /// Object Lock retention in days.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub object_lock_days: Option<u32>,
-}
-
-impl S3Settings {
-    /// Parses `s3://BUCKET/PREFIX`.
-    ///
-    /// # Errors
-    /// A message saying what an S3 URL looks like.
-    pub fn from_url(url: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("s3://").ok_or_else(|| {
-            format!("{url:?} is not an S3 URL; write s3://BUCKET or s3://BUCKET/PREFIX")
-        })?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(format!("{url:?} names no bucket; write s3://BUCKET/PREFIX"));
-        }
-        let prefix = prefix.trim_matches('/');
-        Ok(S3Settings {
-            bucket: bucket.to_string(),
-            prefix: if prefix.is_empty() {
-                String::new()
-            } else {
-                format!("{prefix}/")
-            },
-            region: None,
-            endpoint: None,
-            path_style: None,
-            storage_class: None,
-            object_lock_mode: None,
-            object_lock_days: None,
-        })
-    }
-
-    /// `s3://bucket/prefix` for messages.
-    pub fn url(&self) -> String {
-        format!("s3://{}/{}", self.bucket, self.prefix)
-    }
-}
+use reader::{RangeReader, S3Handle};
 
 /// The S3 tier.
 pub struct S3Tier {
@@ -109,15 +50,6 @@ pub struct S3Tier {
     lock: Option<(ObjectLockMode, u32)>,
     no_conditional_put: AtomicBool,
 }
-
-/// Ranged-GET window: starts at 2 MiB and doubles on sequential reads up to
-/// 8 MiB. A restore keeps up to 4 packs open per worker, so this bounds the
-/// buffers of an S3 restore to 2 workers x 4 x 8 MiB.
-const READ_WINDOW_MIN: usize = 2 << 20;
-const READ_WINDOW_MAX: usize = 8 << 20;
-/// A forward seek shorter than this keeps the grown window: restore workers
-/// each read every other blob of a pack, which is still a forward scan.
-const SHORT_SEEK: u64 = 32 << 20;
 
 impl S3Tier {
     /// Connects (lazily: no request is made until the first call).
@@ -349,15 +281,7 @@ impl Tier for S3Tier {
             tier: self.name.clone(),
             key: key.to_string(),
         })?;
-        Ok(Box::new(RangeReader {
-            tier: self.clone_handle(),
-            key: key.to_string(),
-            size,
-            pos: 0,
-            buf: Vec::new(),
-            buf_start: 0,
-            window: READ_WINDOW_MIN,
-        }))
+        Ok(Box::new(RangeReader::new(self.clone_handle(), key, size)))
     }
 
     fn head(&self, key: &str) -> Result<Option<u64>, TierError> {
@@ -485,111 +409,5 @@ impl S3Tier {
             }
             Ok(())
         })
-    }
-}
-
-/// What a reader needs of the tier (cheap clones).
-struct S3Handle {
-    name: String,
-    client: aws_sdk_s3::Client,
-    rt: Arc<tokio::runtime::Runtime>,
-    settings: S3Settings,
-}
-
-/// A seekable reader over ranged GETs. The window doubles while reads move
-/// forward (a whole-pack read costs few requests) and starts small again
-/// after a backward or long seek (a restore that needs one blob fetches
-/// little more than it).
-struct RangeReader {
-    tier: S3Handle,
-    key: String,
-    size: u64,
-    pos: u64,
-    buf: Vec<u8>,
-    buf_start: u64,
-    window: usize,
-}
-
-impl RangeReader {
-    fn fill(&mut self) -> io::Result<()> {
-        let len = (self.window as u64).min(self.size - self.pos);
-        let t = &self.tier;
-        let full = format!("{}{}", t.settings.prefix, self.key);
-        let r = t.rt.block_on(async {
-            let o = t
-                .client
-                .get_object()
-                .bucket(&t.settings.bucket)
-                .key(&full)
-                .range(format!("bytes={}-{}", self.pos, self.pos + len - 1))
-                .send()
-                .await
-                .map_err(|e| {
-                    io::Error::other(format!(
-                        "tier {}: get {}: {}",
-                        t.name,
-                        self.key,
-                        e.message().unwrap_or("request failed")
-                    ))
-                })?;
-            o.body
-                .collect()
-                .await
-                .map(|b| b.into_bytes().to_vec())
-                .map_err(|e| io::Error::other(format!("tier {}: get {}: {e}", t.name, self.key)))
-        })?;
-        if r.len() as u64 != len {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "short ranged read",
-            ));
-        }
-        self.buf = r;
-        self.buf_start = self.pos;
-        self.window = (self.window * 2).min(READ_WINDOW_MAX);
-        Ok(())
-    }
-}
-
-impl Read for RangeReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.pos >= self.size || out.is_empty() {
-            return Ok(0);
-        }
-        let in_buf =
-            self.pos >= self.buf_start && self.pos < self.buf_start + self.buf.len() as u64;
-        if !in_buf {
-            self.fill()?;
-        }
-        let off = (self.pos - self.buf_start) as usize;
-        let n = out.len().min(self.buf.len() - off);
-        out[..n].copy_from_slice(&self.buf[off..off + n]);
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl Seek for RangeReader {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let new = match to {
-            SeekFrom::Start(n) => n as i128,
-            SeekFrom::End(d) => self.size as i128 + d as i128,
-            SeekFrom::Current(d) => self.pos as i128 + d as i128,
-        };
-        if new < 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before start",
-            ));
-        }
-        let new = new as u64;
-        let buf_end = self.buf_start + self.buf.len() as u64;
-        let in_buf = new >= self.buf_start && new <= buf_end;
-        let short_forward = new > buf_end && new - buf_end < SHORT_SEEK;
-        if !in_buf && !short_forward {
-            self.window = READ_WINDOW_MIN;
-        }
-        self.pos = new;
-        Ok(new)
     }
 }
