@@ -201,6 +201,7 @@ fn end_to_end(c: &mut Criterion) {
             let mut src = CursorSource(Cursor::new(data.clone()));
             backup::run(&ctx, &mut src, &BackupRequest::default(), &Silent)
                 .unwrap()
+                .report
                 .stored_size
         })
     });
@@ -217,11 +218,12 @@ fn end_to_end(c: &mut Criterion) {
             let mut src = CursorSource(Cursor::new(data.clone()));
             backup::run(&ctx, &mut src, &BackupRequest::default(), &Silent)
                 .unwrap()
+                .report
                 .reused_chunks
         })
     });
     let catalog = coffer::catalog::Catalog::open(&ctx.catalog_path).unwrap();
-    let manifest = catalog.manifest(&rep.id).unwrap();
+    let manifest = catalog.manifest(&rep.report.id).unwrap();
     let rctx = ReadContext {
         tiers: vec![tier.clone()],
         catalog_path: ctx.catalog_path.clone(),

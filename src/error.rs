@@ -163,5 +163,5 @@ fn integrity_hint(tier: &str) -> &'static str {
     }
 }
 
-/// Result with [`Error`].
+/// Result with [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,13 +2,17 @@
 //!
 //! An encrypted, deduplicating offsite vault for PostgreSQL backups.
 //!
-//! Layers, top to bottom (arrows point down only):
-//! - [`commands`]: init, backup, restore, verify, rebuild — functions that
-//!   return reports and never print (the `coffer` binary renders them);
+//! Layers, top to bottom (arrows point down only; docs/design.md):
+//! - [`commands`]: init, backup, restore, verify, sync, rebuild and the
+//!   PostgreSQL workflows — functions that return reports and never print
+//!   (the `coffer` binary renders them);
 //! - [`pipeline`]: the streaming backup and restore pipelines;
-//! - [`source`]: what produces streams (files, stdin, directories as tar);
-//! - [`catalog`]: the SQLite cache of what the vault holds;
-//! - [`tier`]: where objects live (local directory; S3 next);
+//! - [`source`]: what produces streams (files, stdin, directories as tar,
+//!   pg_dump); [`pg`]: PostgreSQL plumbing;
+//! - [`catalog`]: the SQLite cache of what the vault holds, and the runs;
+//! - [`tier`] and [`replicate`]: where objects live (local directory, S3)
+//!   and copying between tiers;
+//! - [`vault`]: an opened vault (settings, keys, tiers, catalog);
 //! - `vault_format`: the pure format crate (ids, packs, manifests, config).
 
 #![forbid(unsafe_code)]

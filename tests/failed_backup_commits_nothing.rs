@@ -163,11 +163,11 @@ fn tier_failure_mid_backup_commits_no_snapshot() {
     )
     .unwrap();
     assert!(
-        rep.reused_chunks > 0,
+        rep.report.reused_chunks > 0,
         "chunks of the failed run's packs are reused"
     );
     assert_eq!(f.snapshots(), 1);
-    assert_eq!(f.restore(&rep.id), data);
+    assert_eq!(f.restore(&rep.report.id), data);
 }
 
 #[test]
@@ -207,8 +207,8 @@ fn empty_stream_round_trips() {
         &Silent,
     )
     .unwrap();
-    assert_eq!(rep.raw_size, 0);
-    assert!(f.restore(&rep.id).is_empty());
+    assert_eq!(rep.report.raw_size, 0);
+    assert!(f.restore(&rep.report.id).is_empty());
 }
 
 #[test]

@@ -6,9 +6,9 @@
 //! with the identity (see [`crate::commands::rebuild`]).
 //!
 //! One file per concern, each adding its methods to [`Catalog`]:
-//! [`chunks`] (dedup and restore lookups), [`packs`] (packs, blobs, copies
-//! per tier), [`snapshots`] (snapshots and their manifests' copies),
-//! [`runs`] (the audit trail). [`schema`] holds the migrations and `sql` how
+//! `chunks` (dedup and restore lookups), `packs` (packs, blobs, copies
+//! per tier), `snapshots` (snapshots and their manifests' copies),
+//! `runs` (the audit trail). `schema` holds the migrations and `sql` how
 //! ids and enums are stored.
 //!
 //! WAL mode lets the backup's dedup stage read while the packer commits.

@@ -10,63 +10,16 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
 use vault_format::SnapshotId;
 
 use crate::catalog::{Catalog, CopyState, Outcome, RunKind, RunSummary};
 use crate::error::{Error, Result};
 use crate::pipeline::backup::{self, BackupContext, BackupRequest, Committed};
+pub use crate::pipeline::backup::{BackupReport, OffsiteReport};
 use crate::progress::{Event, Progress};
 use crate::source::Source;
 use crate::tier::Tier;
 use crate::vault::Vault;
-
-/// The result of a committed backup (the `--json` output of `coffer backup`).
-#[derive(Debug, Clone, Serialize)]
-pub struct BackupReport {
-    /// Snapshot id.
-    pub id: SnapshotId,
-    /// Job name.
-    pub job: String,
-    /// Snapshot kind.
-    pub kind: String,
-    /// Bytes read.
-    pub raw_size: u64,
-    /// Bytes added to the vault (new blobs, compressed).
-    pub stored_size: u64,
-    /// Data chunks not stored before.
-    pub new_chunks: u64,
-    /// Data chunks already in the vault.
-    pub reused_chunks: u64,
-    /// Packs written.
-    pub packs: u64,
-    /// Wall time.
-    pub seconds: f64,
-    /// State of the offsite copy, per offsite tier.
-    pub offsite: Vec<OffsiteReport>,
-    /// Seconds from the end of ingest (input read, local packs stored) to
-    /// every offsite tier complete (or given up on).
-    pub offsite_lag_seconds: f64,
-}
-
-/// Offsite state of a backup in one tier.
-#[derive(Debug, Clone, Serialize)]
-pub struct OffsiteReport {
-    /// Tier name.
-    pub tier: String,
-    /// True when the snapshot and every pack it needs are in the tier.
-    pub complete: bool,
-    /// Why not, when not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pending_reason: Option<String>,
-}
-
-impl BackupReport {
-    /// True when some offsite copy is pending (exit status 3).
-    pub fn offsite_pending(&self) -> bool {
-        self.offsite.iter().any(|o| !o.complete)
-    }
-}
 
 impl RunSummary for BackupReport {
     fn outcome(&self) -> Outcome {
@@ -104,11 +57,11 @@ pub fn backup(
     })
 }
 
-/// [`backup`] without recording a run: for commands that record one run
+/// [`backup()`] without recording a run: for commands that record one run
 /// around more work than the stream (a pg backup starts pg_dump first).
 ///
 /// # Errors
-/// As [`backup`].
+/// As [`backup()`].
 pub fn backup_unrecorded(
     vault: &Vault,
     source: &mut dyn Source,
@@ -167,7 +120,7 @@ fn complete_offsite(
     tiers.extend(ctx.offsite.iter().cloned());
     let mut offsite = Vec::new();
     for (i, (tier, failed)) in ctx.offsite.iter().zip(&c.upload_failures).enumerate() {
-        catalog.set_snapshot_copy(&c.id, tier.name(), CopyState::Pending)?;
+        catalog.set_snapshot_copy(&c.report.id, tier.name(), CopyState::Pending)?;
         let reason = match failed {
             Some(why) => Some(why.clone()),
             None => match crate::replicate::sync_to(catalog, &tiers, i + 1, progress) {
@@ -188,17 +141,9 @@ fn complete_offsite(
             pending_reason: reason,
         });
     }
-    Ok(BackupReport {
-        id: c.id,
-        job: c.job,
-        kind: c.kind,
-        raw_size: c.raw_size,
-        stored_size: c.stored_size,
-        new_chunks: c.new_chunks,
-        reused_chunks: c.reused_chunks,
-        packs: c.packs,
-        seconds: c.started.elapsed().as_secs_f64(),
-        offsite,
-        offsite_lag_seconds: c.ingest_done.elapsed().as_secs_f64(),
-    })
+    let mut report = c.report;
+    report.offsite = offsite;
+    report.seconds = c.started.elapsed().as_secs_f64();
+    report.offsite_lag_seconds = c.ingest_done.elapsed().as_secs_f64();
+    Ok(report)
 }

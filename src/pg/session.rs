@@ -2,8 +2,8 @@
 //! thread with a current-thread runtime: `BEGIN ISOLATION LEVEL REPEATABLE
 //! READ, READ ONLY`, `pg_export_snapshot()`, the server facts, then the
 //! table facts of the same snapshot while pg_dump runs. The transaction
-//! stays open until pg_dump has exited ([`Session::close`]); a backup that
-//! stops early rolls it back ([`Session::abort`]).
+//! stays open until pg_dump has exited (`Session::close`); a backup that
+//! stops early rolls it back (`Session::abort`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};

@@ -70,7 +70,7 @@ pub fn spawn_error(name: &str, e: std::io::Error) -> PgError {
 const STDERR_KEEP: usize = 64 * 1024;
 
 /// Reads a child's stderr to the end on a thread, so the child never blocks
-/// on a full pipe; keeps the first and last [`STDERR_KEEP`] bytes.
+/// on a full pipe; keeps the first and last `STDERR_KEEP` bytes.
 pub fn collect(mut r: impl Read + Send + 'static, name: &str) -> JoinHandle<String> {
     std::thread::Builder::new()
         .name(format!("{name}-stderr"))

@@ -1,10 +1,12 @@
 //! The streaming pipelines.
 //!
-//! Backup (push, stage by stage, bounded queues between them):
+//! Backup ([`backup`], one file per stage; push, bounded queues between
+//! them; offsite uploads beside the packer):
 //!
 //! ```text
-//!  reader+chunker+hasher+dedup ──blob jobs──▶ N compressors ──blobs──▶ packer ──▶ tier + catalog
-//!        (caller's thread)        bounded       (zstd)         bounded  (age, spool, link, commit)
+//!  reader ─▶ chunk+hash+dedup ──blob jobs──▶ N compressors ──blobs──▶ packer ──▶ tier + catalog
+//!  (thread)  (caller's thread)   bounded        (zstd)        bounded  (age, spool, link, commit)
+//!                                                                        └──▶ uploaders ──▶ offsite
 //! ```
 //!
 //! Restore (planner resolves chunk locations, workers fetch/open/decode/verify
@@ -21,6 +23,9 @@
 //! ```text
 //!  planner (window, sorted by pack/blob) ──jobs──▶ N workers ──pwrite──▶ file
 //! ```
+//!
+//! Both restores read blobs through [`fetch`], which tries each tier in
+//! turn per pack and checks every chunk's keyed hash.
 //!
 //! Buffers are recycled through pools, so the hot path allocates nothing per
 //! chunk, and every queue is bounded, so memory does not grow with the input.

@@ -6,11 +6,11 @@
 //! (as [`super::restore::run`] must, for a pipe) decodes such a blob again
 //! for nearly every chunk it contributes. A file can be written at any
 //! offset, so here the planner first resolves a window of the stream (up to
-//! [`WINDOW_CHUNKS`] chunks, so memory stays flat) and sorts it by pack and
+//! `WINDOW_CHUNKS` chunks, so memory stays flat) and sorts it by pack and
 //! blob; the workers then read each pack front to back, decode each blob
 //! once, check every chunk's keyed hash, and `pwrite` it to every offset
 //! where the stream has it. Tier fallback and error reporting are the
-//! [`Fetcher`]'s, as for the ordered path.
+//! the `Fetcher`'s, as for the ordered path.
 //!
 //! The caller owns the file (a temporary beside the target) and decides
 //! what happens to it: nothing written here is visible until every chunk

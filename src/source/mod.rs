@@ -5,7 +5,7 @@
 //! way, or a pg_dump that exited non-zero, must never become a snapshot,
 //! even though its output looked like a clean end of stream.
 //!
-//! One file per kind: [`file`] (a file, stdin), [`tar`] (a directory as a
+//! One file per kind: [`mod@file`] (a file, stdin), [`mod@tar`] (a directory as a
 //! tar stream), [`pg_dump`] (a database over an exported snapshot) and
 //! [`memory`] (a small stream already in memory, e.g. the cluster globals).
 
@@ -42,7 +42,7 @@ pub trait Source: Send {
 /// anything else a file.
 ///
 /// # Errors
-/// [`Error::Source`] when it cannot be opened.
+/// [`crate::Error::Source`] when it cannot be opened.
 pub fn open(arg: &str) -> Result<Box<dyn Source>> {
     if arg == "-" {
         return Ok(Box::new(StdinSource::new()));

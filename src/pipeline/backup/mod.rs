@@ -1,7 +1,7 @@
 //! The backup (ingest) pipeline: one stream in, one committed snapshot out.
 //! See [`crate::pipeline`] for the stages; each has its file here:
-//! [`chunk`] (read, chunk, hash, dedup), [`compress`], [`packer`] (seal,
-//! store, record) and [`upload`] (offsite copies while ingest runs).
+//! `chunk` (read, chunk, hash, dedup), `compress`, `packer` (seal,
+//! store, record) and `upload` (offsite copies while ingest runs).
 //!
 //! Commit protocol (crash safety, SPEC.md "Crash safety"):
 //! 1. each pack is sealed into a spool file, fsynced, linked into the tier
@@ -76,10 +76,11 @@ pub struct BackupRequest {
     pub facts: serde_json::Map<String, serde_json::Value>,
 }
 
-/// A snapshot the pipeline committed: durable on the primary tier, its
-/// manifest stored, its row in the catalog.
+/// The result of a committed backup (the `--json` output of `coffer
+/// backup`). The pipeline fills in what it did; the offsite fields are
+/// filled by whoever completes the offsite copies ([`crate::commands::backup`]).
 #[derive(Debug, Clone, Serialize)]
-pub struct Committed {
+pub struct BackupReport {
     /// Snapshot id.
     pub id: SnapshotId,
     /// Job name.
@@ -98,15 +99,44 @@ pub struct Committed {
     pub packs: u64,
     /// Wall time.
     pub seconds: f64,
+    /// State of the offsite copy, per offsite tier.
+    pub offsite: Vec<OffsiteReport>,
+    /// Seconds from the end of ingest (input read, local packs stored) to
+    /// every offsite tier complete (or given up on).
+    pub offsite_lag_seconds: f64,
+}
+
+/// Offsite state of a backup in one tier.
+#[derive(Debug, Clone, Serialize)]
+pub struct OffsiteReport {
+    /// Tier name.
+    pub tier: String,
+    /// True when the snapshot and every pack it needs are in the tier.
+    pub complete: bool,
+    /// Why not, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<String>,
+}
+
+impl BackupReport {
+    /// True when some offsite copy is pending (exit status 3).
+    pub fn offsite_pending(&self) -> bool {
+        self.offsite.iter().any(|o| !o.complete)
+    }
+}
+
+/// A snapshot the pipeline committed: durable on the primary tier, its
+/// manifest stored, its row in the catalog.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// What it did (no offsite state yet).
+    pub report: BackupReport,
     /// Per offsite tier (in [`BackupContext::offsite`] order): why uploads
     /// to it stopped during the run, if they did.
-    #[serde(skip)]
     pub upload_failures: Vec<Option<String>>,
     /// When the backup started.
-    #[serde(skip)]
     pub started: Instant,
     /// When the input was read and every local pack stored.
-    #[serde(skip)]
     pub ingest_done: Instant,
 }
 
@@ -157,15 +187,19 @@ pub fn run(
     progress.event(&Event::SnapshotCommitted { id });
 
     Ok(Committed {
-        id,
-        job: req.job.clone(),
-        kind: manifest.kind,
-        raw_size: stats.raw_size,
-        stored_size: packed.stored,
-        new_chunks: stats.new_chunks,
-        reused_chunks: stats.reused_chunks,
-        packs: packed.packs,
-        seconds: started.elapsed().as_secs_f64(),
+        report: BackupReport {
+            id,
+            job: req.job.clone(),
+            kind: manifest.kind,
+            raw_size: stats.raw_size,
+            stored_size: packed.stored,
+            new_chunks: stats.new_chunks,
+            reused_chunks: stats.reused_chunks,
+            packs: packed.packs,
+            seconds: started.elapsed().as_secs_f64(),
+            offsite: Vec::new(),
+            offsite_lag_seconds: 0.0,
+        },
         upload_failures: offsite.iter().map(Offsite::failure).collect(),
         started,
         ingest_done,
