@@ -77,6 +77,10 @@ pub enum Error {
         /// What happened.
         detail: String,
     },
+    /// Another operation holds a lock this one needs, or this one lost its
+    /// lock; nothing was committed.
+    #[error("{0}")]
+    Busy(String),
     /// The process could not start a thread (out of threads or memory).
     #[error("cannot start {what}: {io}; the process is out of threads or memory: check `ulimit -u` and free memory, then run again")]
     Resources {

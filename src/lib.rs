@@ -19,11 +19,13 @@
 
 pub mod catalog;
 pub mod commands;
+pub mod deletion;
 pub mod error;
 pub mod pg;
 pub mod pipeline;
 pub mod progress;
 pub mod replicate;
+pub mod retention;
 pub mod source;
 pub mod tier;
 pub mod util;

@@ -31,6 +31,8 @@ pub enum Event {
         /// Snapshot id.
         id: SnapshotId,
     },
+    /// A step of a forget or prune (their crash tests kill them at each).
+    Step(String),
     /// Something worth telling the operator that does not stop the run.
     Warning(String),
 }

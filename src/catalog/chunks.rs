@@ -93,6 +93,22 @@ impl Catalog {
         st.exists([Sql(*id)]).map_err(|e| self.err(e))
     }
 
+    /// The pack holding a chunk's first location.
+    ///
+    /// # Errors
+    /// SQLite errors; [`CatalogError::Damaged`] for a malformed row.
+    pub fn chunk_pack(&self, id: &ChunkId) -> Result<Option<PackId>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT b.pack_id FROM chunks c JOIN blobs b ON b.id = c.blob WHERE c.id = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        st.query_row([Sql(*id)], |r| r.get::<_, Sql<PackId>>(0).map(|p| p.0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     /// Number of chunks known (sizes the dedup filter).
     ///
     /// # Errors

@@ -7,13 +7,15 @@
 //!
 //! One file per concern, each adding its methods to [`Catalog`]:
 //! `chunks` (dedup and restore lookups), `packs` (packs, blobs, copies
-//! per tier), `snapshots` (snapshots and their manifests' copies),
-//! `runs` (the audit trail). `schema` holds the migrations and `sql` how
+//! per tier, what prune needs of them), `snapshots` (snapshots, pins, and
+//! their manifests' copies), `deletions` (deletes decided and not yet
+//! done), `runs` (the audit trail). `schema` holds the migrations and `sql` how
 //! ids and enums are stored.
 //!
 //! WAL mode lets the backup's dedup stage read while the packer commits.
 
 mod chunks;
+mod deletions;
 mod packs;
 mod runs;
 mod schema;
@@ -27,7 +29,8 @@ use rusqlite::{Connection, OptionalExtension};
 use thiserror::Error;
 
 pub use chunks::{BlobLocation, ChunkLocation, ChunkRef};
-pub use packs::CopyState;
+pub use deletions::PendingDeletion;
+pub use packs::{CopyState, Holding, Placement};
 pub use runs::{Outcome, RunKind, RunSummary};
 pub use snapshots::SnapshotRecord;
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use rusqlite::params;
 use vault_format::pack::PackIndex;
-use vault_format::PackId;
+use vault_format::{ChunkId, PackId};
 
 use super::sql::Sql;
 use super::{Catalog, CatalogError};
@@ -47,10 +47,23 @@ impl CopyState {
     }
 }
 
+/// Which location a chunk already known elsewhere keeps as its first (the
+/// one restores read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// The one it had: learning a pack that was already in a tier (rebuild,
+    /// refresh), where either copy will do.
+    KeepFirst,
+    /// The new one: a backup or a repack stored the chunk again because its
+    /// first location is going away (condemned, or gone from the primary
+    /// tier).
+    MakeFirst,
+}
+
 impl Catalog {
     /// Records a sealed pack, its blobs and chunks, and its copy in `tier`,
-    /// in one transaction. A chunk already known (from another pack) keeps
-    /// its first location.
+    /// in one transaction. A chunk already known from another pack gets a
+    /// further location; which one is first is `placement`'s choice.
     ///
     /// # Errors
     /// SQLite errors.
@@ -61,6 +74,7 @@ impl Catalog {
         index: &PackIndex,
         tier: &str,
         state: CopyState,
+        placement: Placement,
     ) -> Result<(), CatalogError> {
         let now = now_rfc3339();
         let path = self.path.clone();
@@ -88,6 +102,12 @@ impl Catalog {
             let mut chunk_st = tx
                 .prepare_cached("INSERT OR IGNORE INTO chunks(id, blob, offset, length) VALUES (?1, ?2, ?3, ?4)")
                 .map_err(e)?;
+            // A chunk already stored elsewhere keeps its first location;
+            // this one is recorded as a further copy (prune must know
+            // everything a pack holds).
+            let mut copy_st = tx
+                .prepare_cached("INSERT OR IGNORE INTO chunk_copies(id, blob, offset, length) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(e)?;
             for b in &index.blobs {
                 blob_st
                     .execute(params![
@@ -102,9 +122,28 @@ impl Catalog {
                 let blob_row = tx.last_insert_rowid();
                 let mut off = 0u32;
                 for (cid, len) in &b.chunks {
-                    chunk_st
+                    let first = chunk_st
                         .execute(params![Sql(*cid), blob_row, off, len])
+                        .map_err(e)?
+                        == 1;
+                    if !first && placement == Placement::KeepFirst {
+                        copy_st
+                            .execute(params![Sql(*cid), blob_row, off, len])
+                            .map_err(e)?;
+                    } else if !first {
+                        // The old first location becomes a further copy.
+                        tx.execute(
+                            "INSERT OR IGNORE INTO chunk_copies(id, blob, offset, length)
+                             SELECT id, blob, offset, length FROM chunks WHERE id = ?1",
+                            [Sql(*cid)],
+                        )
                         .map_err(e)?;
+                        tx.execute(
+                            "UPDATE chunks SET blob = ?2, offset = ?3, length = ?4 WHERE id = ?1",
+                            params![Sql(*cid), blob_row, off, len],
+                        )
+                        .map_err(e)?;
+                    }
                     off += len;
                 }
             }
@@ -160,6 +199,226 @@ impl Catalog {
         let mut st = self
             .conn
             .prepare("SELECT pack_id, state FROM pack_copies WHERE tier = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([tier], |r| Ok((r.get::<_, Sql<PackId>>(0)?.0, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+/// One stored copy of a chunk, as prune scans them.
+#[derive(Debug, Clone, Copy)]
+pub struct Holding {
+    /// The chunk.
+    pub id: ChunkId,
+    /// Its length.
+    pub length: u32,
+    /// The blob holding it (its pack: [`Catalog::blob_packs`]).
+    pub blob: i64,
+    /// True for the chunk's first location (the one restores use).
+    pub first: bool,
+}
+
+/// Every pack with its size, and which of them (by index) each blob row is
+/// in ([`Catalog::blob_packs`]).
+pub type BlobPacks = (Vec<(PackId, u64)>, HashMap<i64, u32>);
+
+impl Catalog {
+    /// Every pack, and which pack each blob (by row id) is in, as an index
+    /// into that list: what a scan of every chunk needs, in memory (a few
+    /// bytes per blob) rather than joined row by row.
+    ///
+    /// # Errors
+    /// SQLite errors; [`CatalogError::Damaged`] for a malformed row.
+    pub fn blob_packs(&self) -> Result<BlobPacks, CatalogError> {
+        let packs = self.packs()?;
+        let index: HashMap<PackId, u32> = packs
+            .iter()
+            .enumerate()
+            .map(|(i, (p, _))| (*p, i as u32))
+            .collect();
+        let mut st = self
+            .conn
+            .prepare("SELECT id, pack_id FROM blobs")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Sql<PackId>>(1)?.0))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut blobs = HashMap::new();
+        for row in rows {
+            let (blob, pack) = row.map_err(|e| self.err(e))?;
+            if let Some(&i) = index.get(&pack) {
+                blobs.insert(blob, i);
+            }
+        }
+        Ok((packs, blobs))
+    }
+
+    /// Calls `f` with every stored copy of every chunk: first locations,
+    /// then further copies. One sequential scan of each table.
+    ///
+    /// # Errors
+    /// SQLite errors, a malformed row, or what `f` returns.
+    pub fn for_each_holding<E: From<CatalogError>>(
+        &self,
+        mut f: impl FnMut(Holding) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for (sql, first) in [
+            ("SELECT id, length, blob FROM chunks", true),
+            ("SELECT id, length, blob FROM chunk_copies", false),
+        ] {
+            let mut st = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+            let mut rows = st.query([]).map_err(|e| self.err(e))?;
+            while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+                let h = (|| {
+                    Ok(Holding {
+                        id: r.get::<_, Sql<ChunkId>>(0)?.0,
+                        length: r.get(1)?,
+                        blob: r.get(2)?,
+                        first,
+                    })
+                })()
+                .map_err(|e| self.err(e))?;
+                f(h)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the copy of `id` in `blob` its first location (after a repack
+    /// wrote it anew), keeping the old first location as a further copy.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn make_first(&mut self, moves: &[(ChunkId, i64)]) -> Result<(), CatalogError> {
+        let path = self.path.clone();
+        let e = |e| super::sql_err(&path, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        for (id, blob) in moves {
+            // old first -> copies; the copy in `blob` -> first.
+            tx.execute(
+                "INSERT OR IGNORE INTO chunk_copies(id, blob, offset, length)
+                 SELECT id, blob, offset, length FROM chunks WHERE id = ?1 AND blob <> ?2",
+                params![Sql(*id), blob],
+            )
+            .map_err(e)?;
+            let n = tx
+                .execute(
+                    "UPDATE chunks SET blob = cc.blob, offset = cc.offset, length = cc.length
+                     FROM (SELECT blob, offset, length FROM chunk_copies WHERE id = ?1 AND blob = ?2) AS cc
+                     WHERE chunks.id = ?1",
+                    params![Sql(*id), blob],
+                )
+                .map_err(e)?;
+            if n == 1 {
+                tx.execute(
+                    "DELETE FROM chunk_copies WHERE id = ?1 AND blob = ?2",
+                    params![Sql(*id), blob],
+                )
+                .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Removes packs from the catalog entirely (once deleted from every
+    /// tier): their blobs, and every chunk location in them. A chunk whose
+    /// first location goes is given one of its further copies, if any; a
+    /// chunk with none left is no longer stored. One scan of the chunk
+    /// table for all of them.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn remove_packs(&mut self, ids: &[PackId]) -> Result<(), CatalogError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let e = |e| super::sql_err(&path, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS doomed_blobs(id INTEGER PRIMARY KEY);
+             CREATE TEMP TABLE IF NOT EXISTS orphaned(id BLOB PRIMARY KEY) WITHOUT ROWID;
+             DELETE FROM doomed_blobs; DELETE FROM orphaned;",
+        )
+        .map_err(e)?;
+        for id in ids {
+            tx.execute(
+                "INSERT OR IGNORE INTO doomed_blobs SELECT id FROM blobs WHERE pack_id = ?1",
+                [Sql(*id)],
+            )
+            .map_err(e)?;
+        }
+        tx.execute_batch(
+            "INSERT OR IGNORE INTO orphaned SELECT id FROM chunks WHERE blob IN (SELECT id FROM doomed_blobs);
+             DELETE FROM chunks WHERE id IN (SELECT id FROM orphaned);
+             DELETE FROM chunk_copies WHERE blob IN (SELECT id FROM doomed_blobs);
+             INSERT OR IGNORE INTO chunks(id, blob, offset, length)
+                 SELECT cc.id, cc.blob, cc.offset, cc.length FROM chunk_copies cc
+                 WHERE cc.id IN (SELECT id FROM orphaned);
+             DELETE FROM chunk_copies WHERE EXISTS
+                 (SELECT 1 FROM chunks c WHERE c.id = chunk_copies.id AND c.blob = chunk_copies.blob);
+             DELETE FROM blobs WHERE id IN (SELECT id FROM doomed_blobs);
+             DELETE FROM doomed_blobs; DELETE FROM orphaned;",
+        )
+        .map_err(e)?;
+        for id in ids {
+            tx.execute("DELETE FROM pack_copies WHERE pack_id = ?1", [Sql(*id)])
+                .map_err(e)?;
+            tx.execute("DELETE FROM packs WHERE id = ?1", [Sql(*id)])
+                .map_err(e)?;
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Forgets the copy of a pack in one tier (deleted there).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn remove_pack_copy(&self, id: &PackId, tier: &str) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "DELETE FROM pack_copies WHERE pack_id = ?1 AND tier = ?2",
+                params![Sql(*id), tier],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records until when S3 Object Lock retains a pack's copy in a tier.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_pack_retention(
+        &self,
+        id: &PackId,
+        tier: &str,
+        until: &str,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE pack_copies SET retained_until = ?3 WHERE pack_id = ?1 AND tier = ?2",
+                params![Sql(*id), tier, until],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Until when S3 Object Lock retains each pack's copy in `tier`, where
+    /// known.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn pack_retentions(&self, tier: &str) -> Result<HashMap<PackId, String>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT pack_id, retained_until FROM pack_copies
+                 WHERE tier = ?1 AND retained_until IS NOT NULL",
+            )
             .map_err(|e| self.err(e))?;
         let rows = st
             .query_map([tier], |r| Ok((r.get::<_, Sql<PackId>>(0)?.0, r.get(1)?)))

@@ -30,6 +30,12 @@ pub enum RunKind {
     VerifyData,
     /// `coffer sync`.
     Sync,
+    /// `coffer forget` (a dry run says so in its details).
+    Forget,
+    /// `coffer prune` (likewise).
+    Prune,
+    /// `coffer pin` / `coffer unpin`.
+    Pin,
 }
 
 impl RunKind {
@@ -42,6 +48,9 @@ impl RunKind {
             RunKind::Verify => "verify",
             RunKind::VerifyData => "verify-data",
             RunKind::Sync => "sync",
+            RunKind::Forget => "forget",
+            RunKind::Prune => "prune",
+            RunKind::Pin => "pin",
         }
     }
 
@@ -53,6 +62,9 @@ impl RunKind {
             RunKind::Verify,
             RunKind::VerifyData,
             RunKind::Sync,
+            RunKind::Forget,
+            RunKind::Prune,
+            RunKind::Pin,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

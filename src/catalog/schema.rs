@@ -93,4 +93,38 @@ CREATE TABLE runs (
     details     TEXT
 );
 "#,
+    // 1 -> 2: retention and prune (vault-format/SPEC.md "Deletion").
+    r#"
+-- The reason a snapshot is pinned (pins/<id> in the tier is the truth).
+ALTER TABLE snapshots ADD COLUMN pin_reason TEXT;
+
+-- When S3 Object Lock lets an object be deleted (RFC 3339), where known.
+ALTER TABLE pack_copies ADD COLUMN retained_until TEXT;
+ALTER TABLE snapshot_copies ADD COLUMN retained_until TEXT;
+
+-- Further places a chunk is stored: `chunks` holds its first (the one
+-- restores use); a repack or two hosts storing the same chunk add more.
+-- Prune needs them to know what every pack holds.
+CREATE TABLE chunk_copies (
+    id     BLOB NOT NULL,
+    blob   INTEGER NOT NULL REFERENCES blobs(id),
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    PRIMARY KEY (id, blob)
+) WITHOUT ROWID;
+CREATE INDEX chunk_copies_by_blob ON chunk_copies(blob);
+
+-- Objects decided for deletion and not yet deleted from a tier: written
+-- before the delete, removed after it, so an interrupted or refused delete
+-- is finished later (prune, forget, sync).
+CREATE TABLE deletions (
+    key            TEXT NOT NULL,
+    tier           TEXT NOT NULL,
+    reason         TEXT NOT NULL,
+    decided        TEXT NOT NULL,
+    retained_until TEXT,
+    last_error     TEXT,
+    PRIMARY KEY (key, tier)
+) WITHOUT ROWID;
+"#,
 ];

@@ -32,6 +32,9 @@ pub struct SnapshotRecord {
     pub chunk_count: u64,
     /// Tags.
     pub tags: Vec<String>,
+    /// Why it is pinned, when it is (`coffer pin`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
 }
 
 impl Catalog {
@@ -115,8 +118,9 @@ impl Catalog {
         let mut st = self
             .conn
             .prepare(
-                "SELECT id, job, kind, created, host, raw_size, stored_size, chunk_count, tags FROM snapshots
-                 WHERE ?1 IS NULL OR job = ?1 ORDER BY created, rowid",
+                "SELECT id, job, kind, created, host, raw_size, stored_size, chunk_count, tags,
+                        CASE WHEN pinned THEN coalesce(pin_reason, '') END
+                 FROM snapshots WHERE ?1 IS NULL OR job = ?1 ORDER BY created, rowid",
             )
             .map_err(|e| self.err(e))?;
         let rows = st
@@ -138,6 +142,7 @@ impl Catalog {
                             format!("snapshot tags are not a JSON list: {e}").into(),
                         )
                     })?,
+                    pin: r.get(9)?,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -202,5 +207,59 @@ impl Catalog {
             id: id.to_hex(),
             detail: e.to_string(),
         })
+    }
+}
+
+impl Catalog {
+    /// Records whether a snapshot is pinned, and why (`None`: not pinned).
+    ///
+    /// # Errors
+    /// [`CatalogError::SnapshotNotFound`] for an unknown snapshot.
+    pub fn set_pin(&self, id: &SnapshotId, reason: Option<&str>) -> Result<(), CatalogError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE snapshots SET pinned = ?2, pin_reason = ?3 WHERE id = ?1",
+                params![Sql(*id), reason.is_some(), reason],
+            )
+            .map_err(|e| self.err(e))?;
+        if n == 0 {
+            return Err(CatalogError::SnapshotNotFound(id.to_hex()));
+        }
+        Ok(())
+    }
+
+    /// Forgets snapshots: their rows go, and the deletion of their manifest
+    /// in each of `tiers` is recorded, in one transaction (the catalog
+    /// never lists a snapshot whose manifest may already be gone).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn forget_snapshots(
+        &mut self,
+        ids: &[SnapshotId],
+        tiers: &[&str],
+    ) -> Result<(), CatalogError> {
+        let path = self.path.clone();
+        let e = |e| super::sql_err(&path, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        let now = now_rfc3339();
+        for id in ids {
+            tx.execute(
+                "DELETE FROM snapshot_copies WHERE snapshot_id = ?1",
+                [Sql(*id)],
+            )
+            .map_err(e)?;
+            tx.execute("DELETE FROM snapshots WHERE id = ?1", [Sql(*id)])
+                .map_err(e)?;
+            for t in tiers {
+                tx.execute(
+                    "INSERT OR IGNORE INTO deletions(key, tier, reason, decided) VALUES (?1, ?2, 'forgotten', ?3)",
+                    params![crate::tier::keys::snapshot(id), t, now],
+                )
+                .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
     }
 }

@@ -5,6 +5,7 @@
 //! the catalog directly.
 
 mod backup;
+mod forget;
 mod index;
 mod init;
 mod output;
@@ -76,6 +77,14 @@ pub enum Command {
     /// Per tier: snapshots complete, packs and bytes pending, age of the
     /// newest complete snapshot.
     Status,
+    /// Forget snapshots by the jobs' retention policies (or by id): their
+    /// manifests are deleted from every tier; `coffer prune` then reclaims
+    /// the space. Pinned snapshots and the newest of each job are kept.
+    Forget(forget::ForgetArgs),
+    /// Pin a snapshot: no host forgets it until it is unpinned.
+    Pin(forget::PinArgs),
+    /// Remove a snapshot's pin.
+    Unpin(forget::UnpinArgs),
     /// Catalog maintenance.
     Index {
         #[command(subcommand)]
@@ -122,6 +131,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Verify(a) => verify::run(&ctx, a),
         Command::Sync => sync::sync(&ctx),
         Command::Status => sync::status(&ctx),
+        Command::Forget(a) => forget::forget(&ctx, a),
+        Command::Pin(a) => forget::pin(&ctx, a),
+        Command::Unpin(a) => forget::unpin(&ctx, a),
         Command::Index { command } => index::run(&ctx, command),
     }
 }

@@ -104,6 +104,7 @@ impl Progress for TermProgress {
             Event::SnapshotCommitted { id } => {
                 self.line(&format!("coffer: snapshot committed {id}"))
             }
+            Event::Step(s) => self.line(&format!("coffer: {s}")),
         }
     }
 }

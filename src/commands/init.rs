@@ -168,6 +168,7 @@ pub fn init(opts: &InitOptions) -> Result<InitReport> {
             path: local_path.clone(),
         },
         s3: opts.s3.clone(),
+        ..Settings::default()
     };
     if let Some(t) = &s3 {
         if t.put_bytes(keys::CONFIG, &config.encode())? == Put::AlreadyExisted {
@@ -268,6 +269,7 @@ fn attach(
             path: local_path.to_path_buf(),
         },
         s3: opts.s3.clone(),
+        ..Settings::default()
     };
     settings.save_new(settings_path)?;
     Catalog::open(&settings.catalog)?.bind_vault(&settings.vault_id)?;

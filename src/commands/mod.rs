@@ -3,9 +3,11 @@
 
 pub mod backup;
 pub mod drill;
+pub mod forget;
 pub mod init;
 pub mod pg_backup;
 pub mod pg_restore;
+pub mod pin;
 pub mod rebuild;
 pub mod restore;
 pub mod snapshots;

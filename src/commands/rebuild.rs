@@ -9,7 +9,7 @@ use vault_format::config::VaultConfig;
 use vault_format::manifest::Manifest;
 use vault_format::pack::PackReader;
 
-use crate::catalog::{Catalog, CopyState};
+use crate::catalog::{Catalog, CopyState, Placement};
 use crate::error::{Error, Result};
 use crate::tier::{keys, Tier};
 use crate::vault::Vault;
@@ -99,7 +99,14 @@ fn index_packs(
             .and_then(|src| PackReader::open(identity, src).map_err(|e| e.to_string()));
         match opened {
             Ok(r) => {
-                cat.insert_pack(&id, obj.size, r.index(), tier.name(), CopyState::Present)?;
+                cat.insert_pack(
+                    &id,
+                    obj.size,
+                    r.index(),
+                    tier.name(),
+                    CopyState::Present,
+                    Placement::KeepFirst,
+                )?;
                 rep.packs += 1;
                 rep.chunks += r.index().chunk_count() as u64;
             }

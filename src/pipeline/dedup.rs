@@ -6,7 +6,10 @@
 //!    *after* committing them, so an id is always in one place or the other);
 //! 2. a Bloom filter over every chunk id in the catalog plus this run's: a
 //!    "no" is certain, and most new chunks stop here without touching SQLite;
-//! 3. the catalog itself, for the filter's "maybe".
+//! 3. the catalog itself, for the filter's "maybe" — where a chunk counts
+//!    as stored only when its pack may be reused: not condemned by a prune
+//!    and present in the tier the backup commits to (vault-format/SPEC.md,
+//!    "Deletion").
 //!
 //! The filter costs ~10 bits per chunk (a vault of 10M chunks: 12.5 MB), not
 //! the 32+ bytes per id a hash set would: the whole index is never held in
@@ -16,7 +19,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use vault_format::ChunkId;
+use vault_format::{ChunkId, PackId};
 
 use crate::catalog::{Catalog, CatalogError};
 
@@ -66,6 +69,7 @@ pub struct Dedup {
     filter: ChunkFilter,
     pending: Pending,
     catalog: Catalog,
+    excluded: HashSet<PackId>,
 }
 
 impl Dedup {
@@ -73,7 +77,11 @@ impl Dedup {
     ///
     /// # Errors
     /// Catalog errors.
-    pub fn load(catalog: Catalog, pending: Pending) -> Result<Self, CatalogError> {
+    pub fn load(
+        catalog: Catalog,
+        pending: Pending,
+        excluded: HashSet<PackId>,
+    ) -> Result<Self, CatalogError> {
         let n = catalog.chunk_count()?;
         // Room for this run's new chunks too (a first backup of a large
         // stream starts with an empty catalog).
@@ -87,7 +95,21 @@ impl Dedup {
             filter,
             pending,
             catalog,
+            excluded,
         })
+    }
+
+    /// Is the chunk stored where this backup may reuse it? Not when its
+    /// pack is excluded (condemned by a prune, or gone from the tier the
+    /// backup commits to): then it is stored again.
+    fn stored(&self, id: &ChunkId) -> Result<bool, CatalogError> {
+        if self.excluded.is_empty() {
+            return self.catalog.has_chunk(id);
+        }
+        Ok(self
+            .catalog
+            .chunk_pack(id)?
+            .is_some_and(|p| !self.excluded.contains(&p)))
     }
 
     /// True when the chunk is already stored (or on its way); otherwise
@@ -100,7 +122,7 @@ impl Dedup {
         if pending.contains(id) {
             return Ok(true);
         }
-        if self.filter.may_contain(id.as_bytes()) && self.catalog.has_chunk(id)? {
+        if self.filter.may_contain(id.as_bytes()) && self.stored(id)? {
             return Ok(true);
         }
         pending.insert(*id);

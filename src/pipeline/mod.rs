@@ -33,6 +33,7 @@
 pub mod backup;
 pub mod dedup;
 pub mod fetch;
+pub(crate) mod pack_sink;
 pub mod restore;
 pub mod restore_file;
 

@@ -32,6 +32,19 @@ pub enum Put {
     AlreadyExisted,
 }
 
+/// What [`Tier::remove`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// The object is gone (or was not there).
+    Removed,
+    /// The store must keep it for now (S3 Object Lock): until when, if it
+    /// said (RFC 3339).
+    Retained {
+        /// When the retention ends.
+        until: Option<String>,
+    },
+}
+
 /// One object in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -131,6 +144,40 @@ pub trait Tier: Send + Sync {
     /// # Errors
     /// When the tier refuses.
     fn delete(&self, key: &str) -> Result<(), TierError>;
+
+    /// Removes an object for good: in a store that keeps versions, every
+    /// stored version, so that its space is reclaimed. A store that must
+    /// keep it for now (S3 Object Lock) answers [`Removal::Retained`];
+    /// removing an absent object is not an error.
+    ///
+    /// # Errors
+    /// When the tier cannot be asked or refuses for another reason.
+    fn remove(&self, key: &str) -> Result<Removal, TierError> {
+        self.delete(key).map(|_| Removal::Removed)
+    }
+
+    /// Days of S3 Object Lock retention new objects get, if any.
+    fn object_lock_days(&self) -> Option<u32> {
+        None
+    }
+
+    /// Until when the store retains an object (S3 Object Lock), if it
+    /// does (RFC 3339).
+    ///
+    /// # Errors
+    /// When the tier cannot be asked.
+    fn retained_until(&self, _key: &str) -> Result<Option<String>, TierError> {
+        Ok(None)
+    }
+
+    /// Extends the retention of an object to `until` (S3 Object Lock; a
+    /// no-op elsewhere).
+    ///
+    /// # Errors
+    /// When the store refuses.
+    fn extend_retention(&self, _key: &str, _until: std::time::SystemTime) -> Result<(), TierError> {
+        Ok(())
+    }
 
     /// A directory on the same filesystem where packs can be spooled while
     /// they are sealed, so that storing them is a link, not a copy.

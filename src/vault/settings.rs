@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// The settings file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Settings {
     /// The vault this host writes to.
     pub vault_id: String,
@@ -43,10 +43,117 @@ pub struct Settings {
     /// The offsite S3 tier, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<crate::tier::s3::S3Settings>,
+    /// Time zone of retention's calendar (IANA name, e.g. `Europe/Berlin`)
+    /// [default: the host's].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// `[retention]`: the policy of every job without its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::retention::Policy>,
+    /// `[[jobs]]`: per-job settings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<JobSettings>,
+    /// `[prune]`.
+    #[serde(default, skip_serializing_if = "PruneSettings::is_default")]
+    pub prune: PruneSettings,
+}
+
+/// `[[jobs]]`: one job's settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSettings {
+    /// The job's name (`--job`).
+    pub name: String,
+    /// Its retention policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::retention::Policy>,
+}
+
+/// `[prune]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PruneSettings {
+    /// How long a condemned pack waits before it is deleted (humantime)
+    /// [default: 23h]. `0s` only for a vault no other host writes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<String>,
+    /// Repack until at most this percentage of stored bytes is unused
+    /// [default: 5].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unused: Option<f64>,
+}
+
+impl PruneSettings {
+    fn is_default(&self) -> bool {
+        *self == PruneSettings::default()
+    }
+}
+
+/// The variable through which the seed's Docker Compose stack gave its
+/// retention in days.
+pub const BACKUP_RETENTION: &str = "BACKUP_RETENTION";
+
+impl Settings {
+    /// The retention policy of `job`: its own (`[[jobs]]`), else the
+    /// default (`[retention]`), else `BACKUP_RETENTION=N` as `keep-within
+    /// Nd`; `None` when there is none.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a `BACKUP_RETENTION` that is not a number of
+    /// days.
+    pub fn policy_for(&self, job: &str) -> Result<Option<crate::retention::Policy>> {
+        if let Some(p) = self
+            .jobs
+            .iter()
+            .find(|j| j.name == job)
+            .and_then(|j| j.retention.clone())
+        {
+            return Ok(Some(p));
+        }
+        if let Some(p) = &self.retention {
+            return Ok(Some(p.clone()));
+        }
+        env_retention()
+    }
+
+    /// The time zone retention buckets snapshots in.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an unknown zone name.
+    pub fn time_zone(&self) -> Result<jiff::tz::TimeZone> {
+        match &self.timezone {
+            None => Ok(jiff::tz::TimeZone::system()),
+            Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| {
+                Error::Config(format!(
+                    "timezone {name:?} in the settings is not a known time zone ({e}); use an IANA name such as Europe/Berlin or UTC"
+                ))
+            }),
+        }
+    }
+}
+
+/// `BACKUP_RETENTION=N` (days) as a policy: `keep-within Nd`.
+///
+/// # Errors
+/// [`Error::Config`] when it is set but not a whole number of days above 0.
+pub fn env_retention() -> Result<Option<crate::retention::Policy>> {
+    let Some(v) = std::env::var_os(BACKUP_RETENTION).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let v = v.to_string_lossy();
+    match v.trim().parse::<u32>() {
+        Ok(days) if days > 0 => Ok(Some(crate::retention::Policy {
+            keep_within: Some(std::time::Duration::from_secs(u64::from(days) * 86_400)),
+            ..Default::default()
+        })),
+        _ => Err(Error::Config(format!(
+            "{BACKUP_RETENTION}={v:?} is not a number of days above 0; set it to how many days of backups to keep, or unset it"
+        ))),
+    }
 }
 
 /// `[local]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LocalSettings {
     /// Directory of the local tier.
     pub path: PathBuf,
@@ -69,10 +176,14 @@ impl Settings {
             }
         })?;
         toml::from_str(&text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| format!(" at line {}", text[..s.start].matches('\n').count() + 1))
+                .unwrap_or_default();
             Error::Config(format!(
-                "settings file {} is not valid: {}",
+                "settings file {} is not valid{at}: {}",
                 path.display(),
-                e.message()
+                e.message().trim_end()
             ))
         })
     }

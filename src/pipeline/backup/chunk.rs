@@ -225,13 +225,14 @@ pub(super) fn chunk_stage(
     jobs: Sender<BlobJob>,
     raw_pool: Receiver<Vec<u8>>,
     pending: &Pending,
+    excluded: std::collections::HashSet<vault_format::PackId>,
     progress: &dyn Progress,
 ) -> Result<ChunkStats> {
     let chunker = Chunker::new(&ctx.config.chunker, &ctx.dedup_key)?;
     let max = chunker.max_size();
     let blob_target = ctx.config.pack.blob_target_size as usize;
     let mut em = Emitter {
-        dedup: Dedup::load(Catalog::open(&ctx.catalog_path)?, pending.clone())?,
+        dedup: Dedup::load(Catalog::open(&ctx.catalog_path)?, pending.clone(), excluded)?,
         idkey: ctx.dedup_key.chunk_id_key(),
         blob_target,
         jobs,

@@ -38,6 +38,8 @@ use vault_format::{PackId, SnapshotId};
 
 use super::dedup::Pending;
 use crate::catalog::Catalog;
+use crate::deletion::locks::Lock;
+use crate::deletion::marks;
 use crate::error::{Error, Result};
 use crate::progress::{Event, Progress};
 use crate::source::Source;
@@ -154,8 +156,16 @@ pub fn run(
     // Microseconds: `latest` must be the newest even within one second.
     let created = crate::util::now_rfc3339_micros();
     let id = SnapshotId::random();
+    // Deletion protocol (SPEC.md "Deletion", backup steps 1-2): hold a lock
+    // in every tier written to, then read which packs must not be reused.
+    let lock = Lock::backup(
+        std::iter::once(ctx.tier.clone())
+            .chain(ctx.offsite.iter().cloned())
+            .collect(),
+    )?;
+    let excluded = excluded_packs(ctx)?;
     let offsite: Vec<Offsite> = ctx.offsite.iter().cloned().map(Offsite::new).collect();
-    let (mut stats, packed) = ingest(ctx, source, &offsite, progress)?;
+    let (mut stats, packed) = ingest(ctx, source, &offsite, excluded, progress)?;
     let ingest_done = Instant::now();
 
     // The stream ended: did its producer succeed? Only then commit.
@@ -181,10 +191,14 @@ pub fn run(
         extra: Default::default(),
     };
     let sealed = manifest.seal(&ctx.recipients)?;
+    // Step 4: a backup that lost its lock (suspended past its expiry) may
+    // reference packs a prune deleted meanwhile: it must not commit.
+    lock.check_live()?;
     ctx.tier.put_bytes(&keys::snapshot(&id), &sealed)?;
     progress.event(&Event::ManifestStored { id });
     Catalog::open(&ctx.catalog_path)?.insert_snapshot(&manifest, ctx.tier.name())?;
     progress.event(&Event::SnapshotCommitted { id });
+    lock.release();
 
     Ok(Committed {
         report: BackupReport {
@@ -213,6 +227,7 @@ fn ingest(
     ctx: &BackupContext,
     source: &mut dyn Source,
     offsite: &[Offsite],
+    excluded: HashSet<PackId>,
     progress: &dyn Progress,
 ) -> Result<(ChunkStats, PackerStats)> {
     let pending: Pending = Arc::new(Mutex::new(HashSet::new()));
@@ -258,7 +273,15 @@ fn ingest(
                 progress,
             )
         })?;
-        let chunked = chunk::chunk_stage(ctx, source, job_tx, raw_pool_rx, &pending, progress);
+        let chunked = chunk::chunk_stage(
+            ctx,
+            source,
+            job_tx,
+            raw_pool_rx,
+            &pending,
+            excluded,
+            progress,
+        );
         if chunked.is_err() {
             abort.store(true, Ordering::SeqCst);
         }
@@ -277,6 +300,36 @@ fn ingest(
         (Err(e), Ok(_)) => Err(e),
         (_, Err(e)) => Err(e),
     }
+}
+
+/// Packs this backup must not reuse (SPEC.md "Deletion", backup step 2):
+/// those condemned in any tier it writes to, and those the catalog knows
+/// that the primary tier does not hold (deleted by another host's prune,
+/// or never downloaded): a snapshot is complete in its primary tier.
+fn excluded_packs(ctx: &BackupContext) -> Result<HashSet<PackId>> {
+    // The catalog first, then the listing: a pack recorded before the
+    // listing was durable in the tier before, so its absence means it is gone.
+    let known = Catalog::open(&ctx.catalog_path)?.packs()?;
+    let listed: HashSet<PackId> = ctx
+        .tier
+        .list(keys::PACKS)?
+        .iter()
+        .filter_map(|o| keys::parse_pack(&o.key))
+        .collect();
+    let mut out: HashSet<PackId> = known
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| !listed.contains(p))
+        .collect();
+    out.extend(marks::condemned(&*ctx.tier)?);
+    for t in &ctx.offsite {
+        // An unreachable offsite tier's marks cannot matter here: the
+        // backup only reuses packs of its primary tier.
+        if let Ok(c) = marks::condemned(&**t) {
+            out.extend(c);
+        }
+    }
+    Ok(out)
 }
 
 /// Tells the operator about sockets a tar source could not archive.

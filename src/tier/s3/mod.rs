@@ -38,7 +38,7 @@ mod settings;
 
 pub use settings::S3Settings;
 
-use super::{ObjectInfo, Put, ReadSeek, Tier, TierError};
+use super::{ObjectInfo, Put, ReadSeek, Removal, Tier, TierError};
 use reader::{RangeReader, S3Handle};
 
 /// The S3 tier.
@@ -197,7 +197,12 @@ impl S3Tier {
             if let Some(c) = &self.settings.storage_class {
                 req = req.storage_class(StorageClass::from(c.as_str()));
             }
-            if let Some((mode, days)) = &self.lock {
+            // Locks, condemned marks and pins are coordination state that
+            // must be deletable: only the vault's data gets a retention.
+            let retained = !["locks/", "condemned/", "pins/"]
+                .iter()
+                .any(|p| key.starts_with(p));
+            if let Some((mode, days)) = self.lock.as_ref().filter(|_| retained) {
                 let until = SystemTime::now() + Duration::from_secs(u64::from(*days) * 86_400);
                 req = req
                     .object_lock_mode(mode.clone())
@@ -246,6 +251,68 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 impl Tier for S3Tier {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn remove(&self, key: &str) -> Result<Removal, TierError> {
+        self.rt.block_on(async {
+            let mut retained = None;
+            for (version, marker) in self.versions(key).await? {
+                let r = self
+                    .client
+                    .delete_object()
+                    .bucket(&self.settings.bucket)
+                    .key(self.full(key))
+                    .set_version_id(version.clone())
+                    .send()
+                    .await;
+                if let Err(e) = r {
+                    let status = e.raw_response().map(|r| r.status().as_u16());
+                    if status == Some(403) && !marker {
+                        retained = Some(self.retention_of(key, version.as_deref()).await?);
+                        continue;
+                    }
+                    return Err(self.err("delete", key, e));
+                }
+            }
+            Ok(match retained {
+                Some(until) => Removal::Retained { until },
+                None => Removal::Removed,
+            })
+        })
+    }
+
+    fn object_lock_days(&self) -> Option<u32> {
+        self.lock.as_ref().map(|(_, d)| *d)
+    }
+
+    fn retained_until(&self, key: &str) -> Result<Option<String>, TierError> {
+        self.rt.block_on(self.retention_of(key, None))
+    }
+
+    fn extend_retention(&self, key: &str, until: SystemTime) -> Result<(), TierError> {
+        let Some((mode, _)) = &self.lock else {
+            return Ok(());
+        };
+        let retention = aws_sdk_s3::types::ObjectLockRetention::builder()
+            .mode(match mode {
+                ObjectLockMode::Compliance => {
+                    aws_sdk_s3::types::ObjectLockRetentionMode::Compliance
+                }
+                _ => aws_sdk_s3::types::ObjectLockRetentionMode::Governance,
+            })
+            .retain_until_date(aws_smithy_types::DateTime::from(until))
+            .build();
+        self.rt
+            .block_on(
+                self.client
+                    .put_object_retention()
+                    .bucket(&self.settings.bucket)
+                    .key(self.full(key))
+                    .retention(retention)
+                    .send(),
+            )
+            .map(|_| ())
+            .map_err(|e| self.err("extend retention", key, e))
     }
 
     fn put_bytes(&self, key: &str, data: &[u8]) -> Result<Put, TierError> {
@@ -366,48 +433,61 @@ impl S3Tier {
         }
     }
 
-    /// Deletes one version of an object (tests of Object Lock, and prune
-    /// later). A refused delete of a locked version is reported as retained.
-    ///
-    /// # Errors
-    /// [`TierError::Remote`] with "retained by S3 Object Lock" when refused.
-    pub fn delete_all_versions(&self, key: &str) -> Result<(), TierError> {
-        self.rt.block_on(async {
-            let vs = self
-                .client
-                .list_object_versions()
-                .bucket(&self.settings.bucket)
-                .prefix(self.full(key))
-                .send()
-                .await
-                .map_err(|e| self.err("list versions", key, e))?;
-            for v in vs.versions() {
-                if v.key() != Some(self.full(key).as_str()) {
-                    continue;
+    /// The versions (and delete markers) of one object: (version id, is a
+    /// delete marker).
+    async fn versions(&self, key: &str) -> Result<Vec<(Option<String>, bool)>, TierError> {
+        let full = self.full(key);
+        let vs = self
+            .client
+            .list_object_versions()
+            .bucket(&self.settings.bucket)
+            .prefix(&full)
+            .send()
+            .await
+            .map_err(|e| self.err("list versions", key, e))?;
+        let mut out: Vec<(Option<String>, bool)> = vs
+            .versions()
+            .iter()
+            .filter(|v| v.key() == Some(full.as_str()))
+            .map(|v| (v.version_id().map(str::to_string), false))
+            .collect();
+        out.extend(
+            vs.delete_markers()
+                .iter()
+                .filter(|m| m.key() == Some(full.as_str()))
+                .map(|m| (m.version_id().map(str::to_string), true)),
+        );
+        Ok(out)
+    }
+
+    async fn retention_of(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Option<String>, TierError> {
+        let r = self
+            .client
+            .get_object_retention()
+            .bucket(&self.settings.bucket)
+            .key(self.full(key))
+            .set_version_id(version.map(str::to_string))
+            .send()
+            .await;
+        match r {
+            Ok(o) => Ok(o
+                .retention()
+                .and_then(|r| r.retain_until_date())
+                .and_then(|d| d.fmt(aws_smithy_types::date_time::Format::DateTime).ok())),
+            Err(e) => match self.err("get retention", key, e) {
+                TierError::NotFound { .. } => Ok(None),
+                TierError::Remote { detail, .. }
+                    if detail.contains("NoSuchObjectLockConfiguration")
+                        || detail.contains("ObjectLockConfigurationNotFound") =>
+                {
+                    Ok(None)
                 }
-                let r = self
-                    .client
-                    .delete_object()
-                    .bucket(&self.settings.bucket)
-                    .key(self.full(key))
-                    .set_version_id(v.version_id().map(str::to_string))
-                    .send()
-                    .await;
-                if let Err(e) = r {
-                    let status = e.raw_response().map(|r| r.status().as_u16());
-                    return Err(if status == Some(403) {
-                        TierError::Remote {
-                            tier: self.name.clone(),
-                            op: "delete",
-                            key: key.to_string(),
-                            detail: "retained by S3 Object Lock (delete refused)".into(),
-                        }
-                    } else {
-                        self.err("delete", key, e)
-                    });
-                }
-            }
-            Ok(())
-        })
+                other => Err(other),
+            },
+        }
     }
 }

@@ -1,0 +1,14 @@
+//! Deleting from the vault: pins, forget, prune (vault-format/SPEC.md,
+//! "Deletion", has the protocol, why it is safe, and its crash table).
+//!
+//! - [`locks`]: backup and prune locks (heartbeat objects, the exclusive
+//!   prune lock);
+//! - [`marks`]: condemned marks, which backups read so they never reuse a
+//!   pack prune is about to delete;
+//! - [`pins`]: pin objects;
+//! - [`pending`]: carrying out deletions the catalog recorded.
+
+pub mod locks;
+pub mod marks;
+pub mod pending;
+pub mod pins;
