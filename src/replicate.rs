@@ -34,6 +34,10 @@ pub struct SyncReport {
     pub bytes_copied: u64,
     /// Manifests copied into it.
     pub manifests_copied: u64,
+    /// Objects deleted from it that forget or prune had decided to delete.
+    pub objects_deleted: u64,
+    /// Deletions S3 Object Lock still refuses (retried by later runs).
+    pub deletions_retained: u64,
     /// What could not be done (pack or snapshot, why).
     pub problems: Vec<String>,
 }
@@ -210,7 +214,12 @@ fn copy_manifest(
 }
 
 /// Copies one pack, checking its hash on the way when it is downloaded.
-fn copy_pack(src: &dyn Tier, dst: &dyn Tier, id: &PackId, key: &str) -> Result<(), String> {
+pub(crate) fn copy_pack(
+    src: &dyn Tier,
+    dst: &dyn Tier,
+    id: &PackId,
+    key: &str,
+) -> Result<(), String> {
     if let Some(path) = src.local_path(key).filter(|p| p.is_file()) {
         return dst
             .put_file(key, &path)

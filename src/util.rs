@@ -12,6 +12,29 @@ pub fn now_rfc3339_micros() -> String {
     humantime::format_rfc3339_micros(SystemTime::now()).to_string()
 }
 
+/// The variable tests set to back-date new snapshots (RFC 3339): retention
+/// is about snapshot ages, and tests must not wait days. It changes nothing
+/// else: locks, marks and runs keep the real clock.
+pub const TEST_NOW: &str = "COFFER_TEST_NOW";
+
+/// The creation time of a snapshot made now: RFC 3339 UTC with
+/// microseconds ([`TEST_NOW`] when set).
+pub fn snapshot_time() -> String {
+    std::env::var(TEST_NOW)
+        .ok()
+        .and_then(|s| parse_time(&s))
+        .map(|t| humantime::format_rfc3339_micros(t).to_string())
+        .unwrap_or_else(now_rfc3339_micros)
+}
+
+/// Parses an RFC 3339 time as coffer and S3 write them (with or without
+/// fractional seconds); `None` when it does not parse.
+pub fn parse_time(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
+        .ok()
+        .or_else(|| humantime::parse_rfc3339(s).ok())
+}
+
 /// This machine's host name, for manifests.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

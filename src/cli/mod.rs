@@ -9,6 +9,7 @@ mod forget;
 mod index;
 mod init;
 mod output;
+mod prune;
 mod restore;
 mod snapshots;
 mod sync;
@@ -81,6 +82,10 @@ pub enum Command {
     /// manifests are deleted from every tier; `coffer prune` then reclaims
     /// the space. Pinned snapshots and the newest of each job are kept.
     Forget(forget::ForgetArgs),
+    /// Reclaim space no kept snapshot needs: condemn unneeded packs, repack
+    /// sparse ones, delete what was condemned longer ago than the grace
+    /// period (needs the identity; see docs/retention.md).
+    Prune(prune::PruneArgs),
     /// Pin a snapshot: no host forgets it until it is unpinned.
     Pin(forget::PinArgs),
     /// Remove a snapshot's pin.
@@ -132,6 +137,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Sync => sync::sync(&ctx),
         Command::Status => sync::status(&ctx),
         Command::Forget(a) => forget::forget(&ctx, a),
+        Command::Prune(a) => prune::run(&ctx, a),
         Command::Pin(a) => forget::pin(&ctx, a),
         Command::Unpin(a) => forget::unpin(&ctx, a),
         Command::Index { command } => index::run(&ctx, command),

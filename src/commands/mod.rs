@@ -8,6 +8,7 @@ pub mod init;
 pub mod pg_backup;
 pub mod pg_restore;
 pub mod pin;
+pub mod prune;
 pub mod rebuild;
 pub mod restore;
 pub mod snapshots;

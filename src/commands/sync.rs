@@ -1,6 +1,7 @@
 //! `coffer sync` and `coffer status`: replicate and report per tier.
 
 use crate::catalog::{Outcome, RunKind, RunSummary};
+use crate::deletion::pending;
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::replicate::{self, SyncReport, TierStatus};
@@ -15,20 +16,31 @@ use crate::vault::Vault;
 pub fn sync(vault: &Vault, progress: &dyn Progress) -> Result<Vec<SyncReport>> {
     let catalog = vault.catalog()?;
     let tiers = vault.tiers();
-    let reports = catalog.record_run(RunKind::Sync, None, None, |_| -> Result<SyncRun> {
-        let mut out = Vec::new();
-        for i in 0..tiers.len() {
-            match replicate::sync_to(&catalog, &tiers, i, progress) {
-                Ok(r) => out.push(r),
-                Err(e) => out.push(SyncReport {
-                    tier: tiers[i].name().to_string(),
-                    problems: vec![e.to_string()],
-                    ..Default::default()
-                }),
+    let reports =
+        catalog.record_run(RunKind::Sync, None, None, |_| -> Result<SyncRun> {
+            // Deletions decided earlier (forget, prune) that a tier missed.
+            let deleted = pending::run(&catalog, &tiers, |_| true, progress)?;
+            let mut out = Vec::new();
+            for i in 0..tiers.len() {
+                let mut r = match replicate::sync_to(&catalog, &tiers, i, progress) {
+                    Ok(r) => r,
+                    Err(e) => SyncReport {
+                        tier: tiers[i].name().to_string(),
+                        problems: vec![e.to_string()],
+                        ..Default::default()
+                    },
+                };
+                if let Some(d) = deleted.iter().find(|d| d.tier == r.tier) {
+                    r.objects_deleted = d.deleted;
+                    r.deletions_retained = d.retained.len() as u64;
+                    r.problems.extend(d.failed.iter().map(|(k, why)| {
+                        format!("{k} could not be deleted from {}: {why}", r.tier)
+                    }));
+                }
+                out.push(r);
             }
-        }
-        Ok(SyncRun(out))
-    })?;
+            Ok(SyncRun(out))
+        })?;
     Ok(reports.0)
 }
 

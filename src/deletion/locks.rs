@@ -1,7 +1,8 @@
 //! Lock objects (vault-format/SPEC.md, "Deletion"): how backups tell prune
 //! they are running, and how two prunes never run at once.
 //!
-//! A lock is a set of heartbeat objects `locks/<kind>-<id>-<unix time>`,
+//! A lock is a set of heartbeat objects
+//! `locks/<kind>-<id>-<created unix time>-<unix time>`,
 //! refreshed every [`LOCK_REFRESH`] by writing a new heartbeat and deleting
 //! the previous one; it is live while its newest heartbeat is younger than
 //! [`LOCK_EXPIRY`]. The prune lock is, besides, the object `locks/prune`,
@@ -54,9 +55,8 @@ pub struct LockInfo {
     pub kind: LockKind,
     /// Lock id (16 hex).
     pub id: String,
-    /// Its oldest heartbeat still in the tier (unix seconds): when it was
-    /// taken, as far as anyone can tell now.
-    pub oldest: u64,
+    /// When it was taken (unix seconds, the holder's clock).
+    pub created: u64,
     /// Its newest heartbeat (unix seconds).
     pub newest: u64,
 }
@@ -78,6 +78,21 @@ struct PruneHolder {
     created: String,
 }
 
+/// Writes a heartbeat of a lock nobody holds, as `created`/`refreshed`
+/// (unix seconds): for tests that need a live or stale lock from another
+/// process without waiting for clocks.
+#[doc(hidden)]
+pub fn plant(
+    tier: &dyn Tier,
+    kind: LockKind,
+    created: u64,
+    refreshed: u64,
+) -> Result<String, TierError> {
+    let key = heartbeat_key(kind, &hex::encode(rand_bytes::<8>()), created, refreshed);
+    tier.put_bytes(&key, b"")?;
+    Ok(key)
+}
+
 /// Seconds since the epoch, now.
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -86,22 +101,23 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-fn heartbeat_key(kind: LockKind, id: &str, t: u64) -> String {
-    format!("{PREFIX}{}-{id}-{t}", kind.as_str())
+fn heartbeat_key(kind: LockKind, id: &str, created: u64, t: u64) -> String {
+    format!("{PREFIX}{}-{id}-{created}-{t}", kind.as_str())
 }
 
-fn parse_heartbeat(key: &str) -> Option<(LockKind, String, u64)> {
-    let rest = key.strip_prefix(PREFIX)?;
-    let (kind, rest) = rest.split_once('-')?;
-    let (id, t) = rest.rsplit_once('-')?;
-    let kind = match kind {
+/// (kind, id, created, time) of a heartbeat's key.
+fn parse_heartbeat(key: &str) -> Option<(LockKind, String, u64, u64)> {
+    let mut parts = key.strip_prefix(PREFIX)?.split('-');
+    let kind = match parts.next()? {
         "backup" => LockKind::Backup,
         "prune" => LockKind::Prune,
         _ => return None,
     };
-    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| t.parse().ok().map(|t| (kind, id.to_string(), t)))
-        .flatten()
+    let id = parts.next()?;
+    let created = parts.next()?.parse().ok()?;
+    let t = parts.next()?.parse().ok()?;
+    (parts.next().is_none() && id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| (kind, id.to_string(), created, t))
 }
 
 /// Every lock in `tier`, live or stale.
@@ -111,20 +127,20 @@ fn parse_heartbeat(key: &str) -> Option<(LockKind, String, u64)> {
 pub fn locks(tier: &dyn Tier) -> Result<Vec<LockInfo>, TierError> {
     let mut by_id: HashMap<String, LockInfo> = HashMap::new();
     for o in tier.list(PREFIX)? {
-        let Some((kind, id, t)) = parse_heartbeat(&o.key) else {
+        let Some((kind, id, created, t)) = parse_heartbeat(&o.key) else {
             continue;
         };
         let e = by_id.entry(id.clone()).or_insert(LockInfo {
             kind,
             id,
-            oldest: t,
+            created,
             newest: t,
         });
-        e.oldest = e.oldest.min(t);
+        e.created = e.created.min(created);
         e.newest = e.newest.max(t);
     }
     let mut v: Vec<LockInfo> = by_id.into_values().collect();
-    v.sort_by(|a, b| (a.oldest, &a.id).cmp(&(b.oldest, &b.id)));
+    v.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
     Ok(v)
 }
 
@@ -139,6 +155,7 @@ pub struct Lock {
 struct Held {
     kind: LockKind,
     id: String,
+    created: u64,
     tiers: Vec<Arc<dyn Tier>>,
     /// Per tier: the key of its newest heartbeat, if written.
     keys: Mutex<Vec<Option<String>>>,
@@ -154,7 +171,7 @@ impl Held {
         let now = unix_now();
         let mut keys = self.keys.lock().expect("lock keys");
         for (i, t) in self.tiers.iter().enumerate() {
-            let key = heartbeat_key(self.kind, &self.id, now);
+            let key = heartbeat_key(self.kind, &self.id, self.created, now);
             if keys[i].as_deref() == Some(key.as_str()) {
                 continue;
             }
@@ -223,6 +240,7 @@ impl Lock {
         let held = Arc::new(Held {
             kind,
             id: hex::encode(rand_bytes::<8>()),
+            created: unix_now(),
             tiers,
             keys: Mutex::new(vec![None; n]),
             refreshed: Mutex::new(0),
@@ -376,10 +394,10 @@ mod tests {
 
     #[test]
     fn heartbeat_names_round_trip() {
-        let k = heartbeat_key(LockKind::Backup, "0123456789abcdef", 42);
+        let k = heartbeat_key(LockKind::Backup, "0123456789abcdef", 40, 42);
         assert_eq!(
             parse_heartbeat(&k),
-            Some((LockKind::Backup, "0123456789abcdef".into(), 42))
+            Some((LockKind::Backup, "0123456789abcdef".into(), 40, 42))
         );
         assert_eq!(parse_heartbeat("locks/prune"), None);
         assert_eq!(parse_heartbeat("locks/backup-xyz-1"), None);
@@ -405,7 +423,7 @@ mod tests {
         };
         t.put_bytes(PRUNE_KEY, &serde_json::to_vec(&stale).unwrap())
             .unwrap();
-        t.put_bytes(&heartbeat_key(LockKind::Prune, &stale.id, 1_000), b"")
+        t.put_bytes(&heartbeat_key(LockKind::Prune, &stale.id, 900, 1_000), b"")
             .unwrap();
         let b = Lock::prune(vec![t.clone()]).unwrap();
         let held: PruneHolder = serde_json::from_slice(&t.get(PRUNE_KEY).unwrap()).unwrap();

@@ -42,7 +42,8 @@ impl Mark {
     pub fn new(packs: BTreeSet<PackId>) -> Mark {
         Mark {
             format: 1,
-            created: crate::util::now_rfc3339(),
+            // The real clock: marks are compared with lock heartbeats.
+            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             host: crate::util::hostname(),
             packs,
         }

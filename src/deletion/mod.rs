@@ -8,7 +8,11 @@
 //! - [`pins`]: pin objects;
 //! - [`pending`]: carrying out deletions the catalog recorded.
 
+pub mod live;
 pub mod locks;
 pub mod marks;
 pub mod pending;
 pub mod pins;
+pub mod prune;
+pub mod refresh;
+pub mod repack;

@@ -44,7 +44,7 @@ pub fn run(
     want: impl Fn(&str) -> bool,
     progress: &dyn Progress,
 ) -> Result<Vec<TierDeletions>> {
-    let now = crate::util::now_rfc3339();
+    let now = std::time::SystemTime::now();
     let mut out = Vec::new();
     for t in tiers {
         let mut rep = TierDeletions {
@@ -56,8 +56,11 @@ pub fn run(
             if !want(&d.key) {
                 continue;
             }
-            // RFC 3339 in UTC with the same precision compares as text.
-            if let Some(until) = d.retained_until.as_deref().filter(|u| *u > now.as_str()) {
+            if let Some(until) = d
+                .retained_until
+                .as_deref()
+                .filter(|u| crate::util::parse_time(u).is_some_and(|t| t > now))
+            {
                 rep.retained.push((d.key, Some(until.to_string())));
                 continue;
             }

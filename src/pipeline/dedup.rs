@@ -52,6 +52,11 @@ impl ChunkFilter {
         }
     }
 
+    /// Bytes of memory the filter holds.
+    pub fn bytes(&self) -> usize {
+        self.bits.len() * 8
+    }
+
     /// False means certainly absent.
     pub fn may_contain(&self, id: &[u8]) -> bool {
         Self::probes(id).iter().all(|p| {

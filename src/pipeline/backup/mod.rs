@@ -154,7 +154,7 @@ pub fn run(
 ) -> Result<Committed> {
     let started = Instant::now();
     // Microseconds: `latest` must be the newest even within one second.
-    let created = crate::util::now_rfc3339_micros();
+    let created = crate::util::snapshot_time();
     let id = SnapshotId::random();
     // Deletion protocol (SPEC.md "Deletion", backup steps 1-2): hold a lock
     // in every tier written to, then read which packs must not be reused.

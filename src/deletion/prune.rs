@@ -1,0 +1,714 @@
+//! Prune: reclaim what no kept snapshot needs, by the two-phase protocol of
+//! vault-format/SPEC.md "Deletion" (read it first: this file follows its
+//! numbered steps).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use vault_format::keys::Recipients;
+use vault_format::PackId;
+
+use super::live::LiveSet;
+use super::locks::{self, Lock, LockKind, LOCK_EXPIRY};
+use super::marks::{self, Mark, StoredMark};
+use super::pending::{self, TierDeletions};
+use super::refresh::{self, Learned, TierView};
+use super::repack::{self, Repacked};
+use crate::catalog::Catalog;
+use crate::error::{Error, Result};
+use crate::pipeline::fetch::ReadContext;
+use crate::progress::{Event, Progress};
+use crate::tier::{keys, Tier};
+use crate::vault::Vault;
+
+/// The grace period when neither the settings nor the command give one:
+/// a day less an hour, so that a nightly prune deletes what the previous
+/// night's condemned (as rustic's `keep-delete`).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(23 * 3600);
+/// Repack while more than this share of stored bytes is unused.
+pub const DEFAULT_MAX_UNUSED: f64 = 5.0;
+
+/// How to prune.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Decide and report; change nothing.
+    pub dry_run: bool,
+    /// How long a condemned pack waits before it is deleted.
+    pub grace: Duration,
+    /// Repack until at most this percentage of stored bytes is unused.
+    pub max_unused: f64,
+}
+
+/// Per tier, what prune did (`--json`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TierPrune {
+    /// Tier.
+    pub tier: String,
+    /// Packs condemned by this run.
+    pub condemned: u64,
+    /// Packs deleted (or, with `dry_run`, to be).
+    pub deleted: u64,
+    /// Their bytes.
+    pub bytes_freed: u64,
+    /// Condemned packs that a snapshot needs again (dropped from marks).
+    pub recovered: u64,
+    /// Marks not acted on yet because a backup that started before them
+    /// is still running (its lock id).
+    pub waiting_for: Vec<String>,
+    /// Marks younger than the grace period.
+    pub marks_in_grace: u64,
+    /// Objects whose S3 Object Lock retention was extended.
+    pub retention_extended: u64,
+    /// Deletions carried out, retained, failed (forgotten manifests too).
+    pub deletions: TierDeletions,
+}
+
+/// What prune found and did (`--json`; kept in the run's details).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Grace period, seconds.
+    pub grace_seconds: u64,
+    /// What the refresh learned from the tiers.
+    pub learned: Learned,
+    /// Snapshots kept (walked for the live set).
+    pub snapshots: u64,
+    /// Packs and their stored bytes before.
+    pub packs: u64,
+    /// Stored bytes before.
+    pub bytes: u64,
+    /// Estimated unused stored bytes before (dead chunks' share of packs).
+    pub unused_bytes: u64,
+    /// Packs with nothing live.
+    pub dead_packs: u64,
+    /// What repack did.
+    pub repacked: Repacked,
+    /// Per reachable tier.
+    pub tiers: Vec<TierPrune>,
+    /// Tiers that could not be reached: nothing was decided there.
+    pub unreachable: Vec<(String, String)>,
+    /// Bytes of the live set's Bloom filter.
+    pub live_set_bytes: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// One pack as the live set sees it.
+#[derive(Debug, Clone, Default)]
+struct PackStat {
+    size: u64,
+    /// Raw bytes of chunks that may be live / are certainly dead.
+    live: u64,
+    dead: u64,
+    /// Holds a maybe-live chunk whose first location is here.
+    needed: bool,
+    /// Maybe-live chunks held here as further copies.
+    copies: Vec<vault_format::ChunkId>,
+}
+
+impl PackStat {
+    fn unused(&self) -> u64 {
+        let total = self.live + self.dead;
+        if total == 0 {
+            self.size
+        } else {
+            (self.size as u128 * self.dead as u128 / total as u128) as u64
+        }
+    }
+}
+
+/// Everything prune works with.
+struct Run<'a> {
+    /// The catalog's snapshots before the tiers were listed.
+    before: Vec<crate::catalog::SnapshotRecord>,
+    vault: &'a Vault,
+    ctx: &'a ReadContext,
+    opts: &'a PruneOptions,
+    progress: &'a dyn Progress,
+    catalog: Catalog,
+    views: Vec<TierView>,
+    live: LiveSet,
+    stats: HashMap<PackId, PackStat>,
+    /// Marks per reachable tier (by view index): those found, then those
+    /// this run wrote.
+    marks: Vec<Vec<StoredMark>>,
+    /// Per tier, the index of the first mark this run wrote.
+    first_new: Vec<usize>,
+    report: PruneReport,
+}
+
+/// Prunes (see the module docs).
+///
+/// # Errors
+/// [`Error::Busy`] when another prune runs; a snapshot whose chunk list
+/// cannot be read (the live set would be incomplete: nothing is deleted);
+/// catalog and primary-tier failures.
+pub fn prune(
+    vault: &Vault,
+    ctx: &ReadContext,
+    opts: &PruneOptions,
+    progress: &dyn Progress,
+) -> Result<PruneReport> {
+    let started = std::time::Instant::now();
+    // The catalog's snapshots before the listing: only these can be found
+    // gone (a backup committing meanwhile is in the tier, or not yet here).
+    let before = vault.catalog()?.snapshots(None)?;
+    let (views, unreachable) = refresh::list(&vault.tiers());
+    if views.first().map(|v| v.tier.name()) != Some(vault.primary().name()) {
+        return Err(Error::Config(format!(
+            "the local tier cannot be listed ({}); prune needs it",
+            unreachable
+                .first()
+                .map(|(_, e)| e.as_str())
+                .unwrap_or("unknown")
+        )));
+    }
+    // Step 1: the lock, in every reachable tier (not for a dry run, which
+    // changes nothing).
+    let lock = if opts.dry_run {
+        None
+    } else {
+        Some(Lock::prune(views.iter().map(|v| v.tier.clone()).collect())?)
+    };
+    progress.event(&Event::Step("prune: lock taken".into()));
+    let mut run = Run {
+        before,
+        vault,
+        ctx,
+        opts,
+        progress,
+        catalog: vault.catalog()?,
+        live: LiveSet::with_capacity(0),
+        stats: HashMap::new(),
+        marks: Vec::new(),
+        first_new: Vec::new(),
+        report: PruneReport {
+            dry_run: opts.dry_run,
+            grace_seconds: opts.grace.as_secs(),
+            unreachable,
+            ..Default::default()
+        },
+        views,
+    };
+    let r = run.steps();
+    if let Some(l) = lock {
+        l.release();
+    }
+    r?;
+    run.report.seconds = started.elapsed().as_secs_f64();
+    Ok(run.report)
+}
+
+impl Run<'_> {
+    fn steps(&mut self) -> Result<()> {
+        // Step 2: refresh.
+        let (identity, _) = (self.ctx.identity.clone(), ());
+        let droppable = self
+            .report
+            .unreachable
+            .is_empty()
+            .then_some(&self.before[..]);
+        self.report.learned = refresh::refresh(
+            &mut self.catalog,
+            &self.views,
+            droppable,
+            &self.vault.config,
+            &identity,
+            self.progress,
+        )?;
+        for v in &self.views {
+            let found = marks::read(&*v.tier)?;
+            self.first_new.push(found.len());
+            self.marks.push(found);
+        }
+        // Forgotten manifests still pending (a forget that was cut short).
+        if !self.opts.dry_run {
+            let tiers: Vec<Arc<dyn Tier>> = self.views.iter().map(|v| v.tier.clone()).collect();
+            // Deletions decided earlier that a tier missed (a forget or prune
+            // cut short, an unreachable tier, Object Lock): decided with
+            // full knowledge then, and their packs still condemned.
+            let done = pending::run(&self.catalog, &tiers, |_| true, self.progress)?;
+            self.tier_reports(done);
+        } else {
+            self.tier_reports(Vec::new());
+        }
+        // Step 3: the live set.
+        self.live = LiveSet::with_capacity(self.catalog.chunk_count()? + (1 << 16));
+        self.walk_new_snapshots()?;
+        self.report.live_set_bytes = self.live.filter_bytes() as u64;
+        self.progress.event(&Event::Step(format!(
+            "prune: live set of {} snapshot(s)",
+            self.live.snapshots()
+        )));
+        self.analyze()?;
+        // Step 4: phase two of earlier marks.
+        self.phase_two(false)?;
+        // Steps 5 and 6: condemn the dead, repack the sparse.
+        let dead: BTreeSet<PackId> = self
+            .stats
+            .iter()
+            .filter(|(_, s)| !s.needed && s.copies.is_empty())
+            .map(|(p, _)| *p)
+            .collect();
+        self.report.dead_packs = dead.len() as u64;
+        let sparse = self.choose_repack(&dead);
+        let repacked = if self.opts.dry_run || sparse.is_empty() {
+            Repacked {
+                packs: sparse,
+                ..Default::default()
+            }
+        } else {
+            self.repack(&sparse)?
+        };
+        let mut condemn: BTreeSet<PackId> = dead;
+        condemn.extend(repacked.packs.iter().copied());
+        self.report.repacked = repacked;
+        self.phase_one(&condemn)?;
+        if self.opts.grace.is_zero() {
+            self.phase_two(true)?;
+        }
+        // Step 7: Object Lock retention of what kept snapshots need.
+        if !self.opts.dry_run {
+            self.extend_retention()?;
+        }
+        Ok(())
+    }
+
+    fn tier_reports(&mut self, done: Vec<TierDeletions>) {
+        self.report.tiers = self
+            .views
+            .iter()
+            .map(|v| TierPrune {
+                tier: v.tier.name().to_string(),
+                deletions: done
+                    .iter()
+                    .find(|d| d.tier == v.tier.name())
+                    .cloned()
+                    .unwrap_or_else(|| TierDeletions {
+                        tier: v.tier.name().to_string(),
+                        ..Default::default()
+                    }),
+                ..Default::default()
+            })
+            .collect();
+    }
+
+    /// Adds every catalog snapshot not yet walked to the live set; returns
+    /// how many were new.
+    fn walk_new_snapshots(&mut self) -> Result<usize> {
+        let mut n = 0;
+        for s in self.catalog.snapshots(None)? {
+            if self.live.has_snapshot(&s.id) {
+                continue;
+            }
+            let m = self.catalog.manifest(&s.id)?;
+            self.live
+                .add_snapshot(self.ctx, &self.catalog, &m, self.progress)?;
+            n += 1;
+        }
+        self.report.snapshots = self.live.snapshots() as u64;
+        Ok(n)
+    }
+
+    /// One scan of every stored chunk copy: per pack, live and dead bytes,
+    /// and whether it is anyone's only home.
+    fn analyze(&mut self) -> Result<()> {
+        let (packs, blobs) = self.catalog.blob_packs()?;
+        let mut stats: Vec<PackStat> = packs
+            .iter()
+            .map(|(_, size)| PackStat {
+                size: *size,
+                ..Default::default()
+            })
+            .collect();
+        let live = &self.live;
+        self.catalog.for_each_holding(|h| -> Result<()> {
+            let Some(&p) = blobs.get(&h.blob) else {
+                return Ok(());
+            };
+            let s = &mut stats[p as usize];
+            if live.may_contain(&h.id) {
+                s.live += u64::from(h.length);
+                if h.first {
+                    s.needed = true;
+                } else {
+                    s.copies.push(h.id);
+                }
+            } else {
+                s.dead += u64::from(h.length);
+            }
+            Ok(())
+        })?;
+        self.report.packs = packs.len() as u64;
+        self.report.bytes = stats.iter().map(|s| s.size).sum();
+        self.report.unused_bytes = stats.iter().map(PackStat::unused).sum();
+        self.stats = packs.into_iter().map(|(p, _)| p).zip(stats).collect();
+        Ok(())
+    }
+
+    /// Packs to repack: the sparsest first, until the unused bytes of the
+    /// packs kept are within `max_unused`.
+    fn choose_repack(&self, dead: &BTreeSet<PackId>) -> Vec<PackId> {
+        let mut kept: Vec<(&PackId, &PackStat)> = self
+            .stats
+            .iter()
+            .filter(|(p, s)| !dead.contains(p) && s.needed)
+            .collect();
+        let total: u64 = kept.iter().map(|(_, s)| s.size).sum();
+        let mut unused: u64 = kept.iter().map(|(_, s)| s.unused()).sum();
+        let limit = (total as f64 * self.opts.max_unused / 100.0) as u64;
+        kept.sort_by(|a, b| {
+            let fa = a.1.unused() as f64 / a.1.size.max(1) as f64;
+            let fb = b.1.unused() as f64 / b.1.size.max(1) as f64;
+            fb.total_cmp(&fa).then(a.0.cmp(b.0))
+        });
+        let mut out = Vec::new();
+        for (p, s) in kept {
+            if unused <= limit || s.unused() == 0 {
+                break;
+            }
+            unused -= s.unused();
+            out.push(*p);
+        }
+        out
+    }
+
+    fn repack(&mut self, sparse: &[PackId]) -> Result<Repacked> {
+        let push = self.vault.push_key()?;
+        let recipients: Recipients = push.recipients;
+        let others: Vec<Arc<dyn Tier>> =
+            self.views.iter().skip(1).map(|v| v.tier.clone()).collect();
+        let target = repack::Target {
+            primary: self.views[0].tier.clone(),
+            others: &others,
+            catalog: &self.vault.settings.catalog,
+            config: &self.vault.config,
+            recipients: &recipients,
+        };
+        let out = repack::repack(&target, self.ctx, sparse, &self.live, self.progress)?;
+        // The new packs are in the tiers now: list them into the views, and
+        // see the repacked packs' chunks at their new first location.
+        for v in &mut self.views {
+            for id in &out.new_packs {
+                if let Ok(Some(size)) = v.tier.head(&keys::pack(id)) {
+                    v.packs.insert(*id, size);
+                }
+            }
+        }
+        self.analyze()?;
+        Ok(out)
+    }
+
+    /// Step 5: condemn `packs` in every reachable tier that holds them and
+    /// has no mark for them yet.
+    fn phase_one(&mut self, packs: &BTreeSet<PackId>) -> Result<()> {
+        for (i, v) in self.views.iter().enumerate() {
+            let already: HashSet<PackId> = self.marks[i]
+                .iter()
+                .flat_map(|m| m.mark.packs.iter().copied())
+                .collect();
+            let new: BTreeSet<PackId> = packs
+                .iter()
+                .filter(|p| v.packs.contains_key(p) && !already.contains(p))
+                .copied()
+                .collect();
+            self.report.tiers[i].condemned = new.len() as u64;
+            if new.is_empty() || self.opts.dry_run {
+                continue;
+            }
+            let mark = Mark::new(new);
+            let key = marks::write(&*v.tier, &mark)?;
+            self.progress.event(&Event::Step(format!(
+                "prune: condemned {} pack(s) in {}",
+                mark.packs.len(),
+                v.tier.name()
+            )));
+            self.marks[i].push(StoredMark { key, mark });
+        }
+        Ok(())
+    }
+
+    /// Step 4 (and, with a grace of 0, the end of step 5): delete what
+    /// marks old enough still name and nothing needs. With `fresh`, only
+    /// the marks this run wrote.
+    fn phase_two(&mut self, fresh: bool) -> Result<()> {
+        let now = locks::unix_now();
+        // Which marks may act, per tier.
+        let mut eligible: Vec<Vec<usize>> = vec![Vec::new(); self.views.len()];
+        for (i, v) in self.views.iter().enumerate() {
+            let backups: Vec<locks::LockInfo> = locks::locks(&*v.tier)?
+                .into_iter()
+                .filter(|l| l.kind == LockKind::Backup && l.live(now))
+                .collect();
+            let range = if fresh {
+                self.first_new[i]..self.marks[i].len()
+            } else {
+                0..self.first_new[i]
+            };
+            for k in range {
+                let m = &self.marks[i][k];
+                let created = m.mark.created_unix();
+                let old_enough = now.saturating_sub(created) >= self.opts.grace.as_secs();
+                if !old_enough {
+                    self.report.tiers[i].marks_in_grace += 1;
+                    continue;
+                }
+                // A backup that may have started before the mark (clocks
+                // allowed to disagree by LOCK_EXPIRY) may still reference
+                // its packs.
+                if let Some(l) = backups
+                    .iter()
+                    .find(|l| l.created < created + LOCK_EXPIRY.as_secs())
+                {
+                    self.report.tiers[i].waiting_for.push(l.id.clone());
+                    continue;
+                }
+                eligible[i].push(k);
+            }
+        }
+        if eligible.iter().all(Vec::is_empty) {
+            return Ok(());
+        }
+        // Backups that finished since the live set was made: their
+        // manifests are in the tiers now (written before their locks went).
+        if self.rescan()? {
+            self.analyze()?;
+        }
+        let mut deleting: HashSet<PackId> = HashSet::new();
+        let mut decided: Vec<(usize, Vec<PackId>)> = Vec::new();
+        for (i, ks) in eligible.iter().enumerate() {
+            let mut del = Vec::new();
+            for &k in ks {
+                for p in self.marks[i][k].mark.packs.clone() {
+                    if !self.views[i].packs.contains_key(&p)
+                        || deleting.contains(&p)
+                        || self.catalog.deletion_pending(&keys::pack(&p))?
+                    {
+                        continue;
+                    }
+                    if self.deletable(&p, i, &deleting)? {
+                        deleting.insert(p);
+                        del.push(p);
+                    } else {
+                        self.report.tiers[i].recovered += 1;
+                    }
+                }
+            }
+            decided.push((i, del));
+        }
+        self.delete(&decided)?;
+        self.rewrite_marks(&eligible)?;
+        Ok(())
+    }
+
+    /// Re-lists the tiers' manifests and walks any snapshot new since the
+    /// live set was made (committed by another host, or by a backup on this
+    /// one, whose catalog the backup shares). True when there was one.
+    fn rescan(&mut self) -> Result<bool> {
+        let tiers: Vec<Arc<dyn Tier>> = self.views.iter().map(|v| v.tier.clone()).collect();
+        let (views, _) = refresh::list(&tiers);
+        let identity = self.ctx.identity.clone();
+        refresh::refresh(
+            &mut self.catalog,
+            &views,
+            None,
+            &self.vault.config,
+            &identity,
+            self.progress,
+        )?;
+        for (v, nv) in self.views.iter_mut().zip(views) {
+            v.snapshots = nv.snapshots;
+        }
+        Ok(self.walk_new_snapshots()? > 0)
+    }
+
+    /// May pack `p` go from tier `i`: does every maybe-live chunk in it
+    /// have another home (a first location in a pack that stays in that
+    /// tier)?
+    fn deletable(&self, p: &PackId, i: usize, deleting: &HashSet<PackId>) -> Result<bool> {
+        let Some(s) = self.stats.get(p) else {
+            // Unknown to the catalog (not indexable): keep it.
+            return Ok(false);
+        };
+        if s.needed {
+            return Ok(false);
+        }
+        let condemned: HashSet<PackId> = self.marks[i]
+            .iter()
+            .flat_map(|m| m.mark.packs.iter().copied())
+            .collect();
+        for c in &s.copies {
+            match self.catalog.chunk_pack(c)? {
+                Some(q)
+                    if q != *p
+                        && self.views[i].packs.contains_key(&q)
+                        && !condemned.contains(&q)
+                        && !deleting.contains(&q) => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Records the deletions, drops the packs from the catalog where no
+    /// copy remains, then deletes.
+    fn delete(&mut self, decided: &[(usize, Vec<PackId>)]) -> Result<()> {
+        for (i, del) in decided {
+            let t = &self.views[*i];
+            self.report.tiers[*i].deleted = del.len() as u64;
+            self.report.tiers[*i].bytes_freed = del.iter().filter_map(|p| t.packs.get(p)).sum();
+        }
+        if self.opts.dry_run {
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        for (i, del) in decided {
+            let name = self.views[*i].tier.name().to_string();
+            records.extend(del.iter().map(|p| (keys::pack(p), name.clone())));
+        }
+        self.catalog.record_deletions(&records, "pruned")?;
+        self.progress.event(&Event::Step(format!(
+            "prune: {} deletion(s) recorded",
+            records.len()
+        )));
+        let mut gone = Vec::new();
+        for (i, del) in decided {
+            for p in del {
+                self.catalog
+                    .remove_pack_copy(p, self.views[*i].tier.name())?;
+                let left = self.views.iter().enumerate().any(|(j, v)| {
+                    j != *i
+                        && v.packs.contains_key(p)
+                        && !decided.iter().any(|(k, d)| *k == j && d.contains(p))
+                });
+                if !left && !gone.contains(p) {
+                    gone.push(*p);
+                }
+            }
+        }
+        self.catalog.remove_packs(&gone)?;
+        let keys: HashSet<String> = records.into_iter().map(|(k, _)| k).collect();
+        let tiers: Vec<Arc<dyn Tier>> = self.views.iter().map(|v| v.tier.clone()).collect();
+        let done = pending::run(&self.catalog, &tiers, |k| keys.contains(k), self.progress)?;
+        for (i, v) in self.views.iter_mut().enumerate() {
+            if let Some(d) = done.iter().find(|d| d.tier == v.tier.name()) {
+                let r = &mut self.report.tiers[i].deletions;
+                r.deleted += d.deleted;
+                r.retained.extend(d.retained.iter().cloned());
+                r.failed.extend(d.failed.iter().cloned());
+                // What is gone from the tier is gone from the view.
+                let kept: HashSet<&String> = d
+                    .retained
+                    .iter()
+                    .map(|(k, _)| k)
+                    .chain(d.failed.iter().map(|(k, _)| k))
+                    .collect();
+                v.packs.retain(|p, _| {
+                    let k = keys::pack(p);
+                    !keys.contains(&k) || kept.contains(&k)
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites the marks that acted: without the packs that are gone from
+    /// their tier, keeping their creation time (a rewritten mark is as old
+    /// as the one it replaces); an empty one is removed.
+    fn rewrite_marks(&mut self, eligible: &[Vec<usize>]) -> Result<()> {
+        if self.opts.dry_run {
+            return Ok(());
+        }
+        for (i, ks) in eligible.iter().enumerate() {
+            let t = self.views[i].tier.clone();
+            for &k in ks {
+                let m = &self.marks[i][k];
+                let remaining: BTreeSet<PackId> = m
+                    .mark
+                    .packs
+                    .iter()
+                    .filter(|p| {
+                        self.views[i].packs.contains_key(p)
+                            && !self.stats.get(p).is_some_and(|s| s.needed)
+                    })
+                    .copied()
+                    .collect();
+                if remaining == m.mark.packs {
+                    continue;
+                }
+                let old = m.key.clone();
+                if !remaining.is_empty() {
+                    let mark = Mark {
+                        packs: remaining,
+                        ..m.mark.clone()
+                    };
+                    let key = marks::write(&*t, &mark)?;
+                    self.marks[i][k] = StoredMark { key, mark };
+                }
+                t.remove(&old)?;
+                self.progress.event(&Event::Step(format!(
+                    "prune: mark rewritten in {}",
+                    t.name()
+                )));
+            }
+            self.marks[i].retain(|m| !m.mark.packs.is_empty());
+        }
+        Ok(())
+    }
+
+    /// Step 7: extend S3 Object Lock retention of every pack and manifest a
+    /// kept snapshot needs, where it ends within half the period.
+    fn extend_retention(&mut self) -> Result<()> {
+        for (i, v) in self.views.iter().enumerate() {
+            let Some(days) = v.tier.object_lock_days() else {
+                continue;
+            };
+            let period = Duration::from_secs(u64::from(days) * 86_400);
+            let horizon = std::time::SystemTime::now() + period / 2;
+            let until = std::time::SystemTime::now() + period;
+            let known = self.catalog.pack_retentions(v.tier.name())?;
+            let condemned: HashSet<PackId> = self.marks[i]
+                .iter()
+                .flat_map(|m| m.mark.packs.iter().copied())
+                .collect();
+            let mut n = 0;
+            let needed = self
+                .stats
+                .iter()
+                .filter(|(p, s)| {
+                    (s.needed || !s.copies.is_empty())
+                        && !condemned.contains(p)
+                        && v.packs.contains_key(p)
+                })
+                .map(|(p, _)| keys::pack(p));
+            let manifests = v.snapshots.iter().map(keys::snapshot);
+            for key in needed.chain(manifests).collect::<Vec<_>>() {
+                let current = match keys::parse_pack(&key).and_then(|p| known.get(&p).cloned()) {
+                    Some(c) => Some(c),
+                    None => v.tier.retained_until(&key)?,
+                };
+                if current
+                    .as_deref()
+                    .and_then(crate::util::parse_time)
+                    .is_some_and(|c| c > horizon)
+                {
+                    continue;
+                }
+                v.tier.extend_retention(&key, until)?;
+                if let Some(p) = keys::parse_pack(&key) {
+                    self.catalog.set_pack_retention(
+                        &p,
+                        v.tier.name(),
+                        &humantime::format_rfc3339_seconds(until).to_string(),
+                    )?;
+                }
+                n += 1;
+            }
+            self.report.tiers[i].retention_extended = n;
+        }
+        Ok(())
+    }
+}
