@@ -29,7 +29,7 @@ Exit status:
   0  success
   1  the operation failed; nothing was committed
   2  bad usage or configuration
-  3  backup committed locally, offsite copy pending
+  3  done locally, a tier pending (offsite copy, or a deletion; run sync)
   4  data missing or corrupt (restore aborted, or verify found damage)
   5  a key is missing or does not open the vault
 
