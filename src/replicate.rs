@@ -273,6 +273,9 @@ pub struct TierStatus {
     pub packs_pending: u64,
     /// Their ciphertext bytes.
     pub bytes_pending: u64,
+    /// Deletions (forgotten manifests, pruned packs) decided and not yet
+    /// done in this tier: `coffer sync` finishes them.
+    pub deletions_pending: u64,
     /// Newest snapshot complete in this tier (RFC 3339), if any.
     pub newest_complete: Option<String>,
     /// Its age in seconds.
@@ -314,6 +317,7 @@ pub fn status(catalog: &Catalog, tiers: &[Arc<dyn Tier>]) -> Result<Vec<TierStat
             snapshots_complete: complete.len() as u64,
             packs_pending: n,
             bytes_pending: bytes,
+            deletions_pending: catalog.pending_deletions(Some(t.name()))?.len() as u64,
             newest_complete: newest,
             newest_complete_age_seconds: age,
         });

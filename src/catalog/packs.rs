@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use rusqlite::params;
 use vault_format::pack::PackIndex;
-use vault_format::{ChunkId, PackId};
+use vault_format::{ChunkId, PackId, SnapshotId};
 
 use super::sql::Sql;
 use super::{Catalog, CatalogError};
@@ -388,31 +388,12 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
-    /// Records until when S3 Object Lock retains a pack's copy in a tier.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn set_pack_retention(
-        &self,
-        id: &PackId,
-        tier: &str,
-        until: &str,
-    ) -> Result<(), CatalogError> {
-        self.conn
-            .execute(
-                "UPDATE pack_copies SET retained_until = ?3 WHERE pack_id = ?1 AND tier = ?2",
-                params![Sql(*id), tier, until],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
-    }
-
     /// Until when S3 Object Lock retains each pack's copy in `tier`, where
     /// known.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn pack_retentions(&self, tier: &str) -> Result<HashMap<PackId, String>, CatalogError> {
+    pub fn pack_retentions(&self, tier: &str) -> Result<HashMap<String, String>, CatalogError> {
         let mut st = self
             .conn
             .prepare(
@@ -421,8 +402,58 @@ impl Catalog {
             )
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([tier], |r| Ok((r.get::<_, Sql<PackId>>(0)?.0, r.get(1)?)))
+            .query_map([tier], |r| {
+                Ok((
+                    crate::tier::keys::pack(&r.get::<_, Sql<PackId>>(0)?.0),
+                    r.get(1)?,
+                ))
+            })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Until when each manifest's copy in `tier` is retained, where known.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn snapshot_retentions(
+        &self,
+        tier: &str,
+    ) -> Result<HashMap<SnapshotId, String>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT snapshot_id, retained_until FROM snapshot_copies
+                 WHERE tier = ?1 AND retained_until IS NOT NULL",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([tier], |r| {
+                Ok((r.get::<_, Sql<SnapshotId>>(0)?.0, r.get(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Records until when S3 Object Lock retains the object `key` (a pack
+    /// or a manifest) in `tier`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_retention(&self, key: &str, tier: &str, until: &str) -> Result<(), CatalogError> {
+        let r = if let Some(p) = crate::tier::keys::parse_pack(key) {
+            self.conn.execute(
+                "UPDATE pack_copies SET retained_until = ?3 WHERE pack_id = ?1 AND tier = ?2",
+                params![Sql(p), tier, until],
+            )
+        } else if let Some(s) = crate::tier::keys::parse_snapshot(key) {
+            self.conn.execute(
+                "UPDATE snapshot_copies SET retained_until = ?3 WHERE snapshot_id = ?1 AND tier = ?2",
+                params![Sql(s), tier, until],
+            )
+        } else {
+            return Ok(());
+        };
+        r.map(|_| ()).map_err(|e| self.err(e))
     }
 }

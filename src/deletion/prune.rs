@@ -246,26 +246,30 @@ impl Run<'_> {
         self.analyze()?;
         // Step 4: phase two of earlier marks.
         self.phase_two(false)?;
-        // Steps 5 and 6: condemn the dead, repack the sparse.
-        let dead: BTreeSet<PackId> = self
-            .stats
-            .iter()
-            .filter(|(_, s)| !s.needed && s.copies.is_empty())
-            .map(|(p, _)| *p)
-            .collect();
+        // Steps 5 and 6: repack the sparse, condemn what nothing needs (no
+        // chunk has its first location there: dead, or repacked, or a
+        // duplicate whose chunks live first elsewhere).
+        let unneeded = |stats: &HashMap<PackId, PackStat>| -> BTreeSet<PackId> {
+            stats
+                .iter()
+                .filter(|(_, s)| !s.needed)
+                .map(|(p, _)| *p)
+                .collect()
+        };
+        let dead = unneeded(&self.stats);
         self.report.dead_packs = dead.len() as u64;
         let sparse = self.choose_repack(&dead);
-        let repacked = if self.opts.dry_run || sparse.is_empty() {
-            Repacked {
+        let mut condemn = dead;
+        if self.opts.dry_run || sparse.is_empty() {
+            condemn.extend(sparse.iter().copied());
+            self.report.repacked = Repacked {
                 packs: sparse,
                 ..Default::default()
-            }
+            };
         } else {
-            self.repack(&sparse)?
-        };
-        let mut condemn: BTreeSet<PackId> = dead;
-        condemn.extend(repacked.packs.iter().copied());
-        self.report.repacked = repacked;
+            self.report.repacked = self.repack(&sparse)?;
+            condemn = unneeded(&self.stats);
+        }
         self.phase_one(&condemn)?;
         if self.opts.grace.is_zero() {
             self.phase_two(true)?;
@@ -669,7 +673,13 @@ impl Run<'_> {
             let period = Duration::from_secs(u64::from(days) * 86_400);
             let horizon = std::time::SystemTime::now() + period / 2;
             let until = std::time::SystemTime::now() + period;
-            let known = self.catalog.pack_retentions(v.tier.name())?;
+            let mut known = self.catalog.pack_retentions(v.tier.name())?;
+            known.extend(
+                self.catalog
+                    .snapshot_retentions(v.tier.name())?
+                    .into_iter()
+                    .map(|(id, until)| (keys::snapshot(&id), until)),
+            );
             let condemned: HashSet<PackId> = self.marks[i]
                 .iter()
                 .flat_map(|m| m.mark.packs.iter().copied())
@@ -686,9 +696,15 @@ impl Run<'_> {
                 .map(|(p, _)| keys::pack(p));
             let manifests = v.snapshots.iter().map(keys::snapshot);
             for key in needed.chain(manifests).collect::<Vec<_>>() {
-                let current = match keys::parse_pack(&key).and_then(|p| known.get(&p).cloned()) {
-                    Some(c) => Some(c),
-                    None => v.tier.retained_until(&key)?,
+                let current = match known.get(&key) {
+                    Some(c) => Some(c.clone()),
+                    None => {
+                        let c = v.tier.retained_until(&key)?;
+                        if let Some(c) = &c {
+                            self.catalog.set_retention(&key, v.tier.name(), c)?;
+                        }
+                        c
+                    }
                 };
                 if current
                     .as_deref()
@@ -698,13 +714,11 @@ impl Run<'_> {
                     continue;
                 }
                 v.tier.extend_retention(&key, until)?;
-                if let Some(p) = keys::parse_pack(&key) {
-                    self.catalog.set_pack_retention(
-                        &p,
-                        v.tier.name(),
-                        &humantime::format_rfc3339_seconds(until).to_string(),
-                    )?;
-                }
+                self.catalog.set_retention(
+                    &key,
+                    v.tier.name(),
+                    &humantime::format_rfc3339_seconds(until).to_string(),
+                )?;
                 n += 1;
             }
             self.report.tiers[i].retention_extended = n;
