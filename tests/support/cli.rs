@@ -1,8 +1,10 @@
 #![allow(dead_code)]
 //! Shared helpers for the CLI-level integration tests (`tests/cli.rs`,
-//! `tests/crash.rs`): a throwaway vault per test, the `coffer` binary run
-//! with a scrubbed environment, deterministic incompressible data, and
-//! readers for the local tier's layout.
+//! `tests/crash.rs`, `tests/backward_compatibility.rs`; `tests/s3.rs` uses
+//! the restore check): a throwaway vault per test, the `coffer` binary run
+//! with a scrubbed environment, deterministic incompressible data, one
+//! restore-and-compare check, directory trees as values, and readers for
+//! the local tier's layout.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
