@@ -18,71 +18,6 @@ const MB: usize = 1_000_000;
 // ---------------------------------------------------------------------------
 // Helpers local to these tests.
 
-#[derive(Debug, PartialEq, Eq)]
-enum Node {
-    Dir {
-        mode: u32,
-    },
-    File {
-        mode: u32,
-        mtime: i64,
-        data: Vec<u8>,
-    },
-    Link {
-        target: PathBuf,
-    },
-    /// A FIFO or device node: full mode (type bits included) and mtime.
-    Special {
-        mode: u32,
-        mtime: i64,
-    },
-}
-
-/// Everything under `root` (not `root` itself), by relative path.
-fn tree(root: &Path) -> BTreeMap<String, Node> {
-    fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<String, Node>) {
-        for e in std::fs::read_dir(root.join(rel)).unwrap() {
-            let e = e.unwrap();
-            let rel = rel.join(e.file_name());
-            let m = std::fs::symlink_metadata(e.path()).unwrap();
-            let key = rel.to_string_lossy().into_owned();
-            if m.file_type().is_symlink() {
-                let target = std::fs::read_link(e.path()).unwrap();
-                out.insert(key, Node::Link { target });
-            } else if m.is_dir() {
-                out.insert(
-                    key,
-                    Node::Dir {
-                        mode: m.mode() & 0o7777,
-                    },
-                );
-                walk(root, &rel, out);
-            } else if !m.is_file() {
-                // FIFOs and devices: reading one would block or never end.
-                out.insert(
-                    key,
-                    Node::Special {
-                        mode: m.mode(),
-                        mtime: m.mtime(),
-                    },
-                );
-            } else {
-                out.insert(
-                    key,
-                    Node::File {
-                        mode: m.mode() & 0o7777,
-                        mtime: m.mtime(),
-                        data: std::fs::read(e.path()).unwrap(),
-                    },
-                );
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, Path::new(""), &mut out);
-    out
-}
-
 fn set_mode(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
@@ -158,7 +93,7 @@ fn file_round_trip_spans_several_packs_and_restores_identical_bytes() {
     );
 
     v.assert_restores(&id, &data);
-    assert_eq!(v.restore_bytes("latest", &[]), data);
+    v.assert_restores_stdout("latest", &[], &data);
 }
 
 #[test]
@@ -171,12 +106,12 @@ fn stdin_round_trip_restores_identical_bytes() {
     assert_eq!(rep["kind"], "stdin");
     assert_eq!(u(&rep, "raw_size"), data.len() as u64);
     let id = rep["id"].as_str().unwrap();
-    assert_eq!(v.restore_bytes(id, &[]), data);
+    v.assert_restores_stdout(id, &[], &data);
     v.assert_restores(id, &data);
 
     // An empty stream is a valid (empty) snapshot too.
     let empty = v.backup_stdin(b"", &["--job", "empty"]);
-    assert_eq!(v.restore_bytes(&empty, &[]), b"");
+    v.assert_restores_stdout(&empty, &[], b"");
     v.assert_restores(&empty, b"");
 }
 
@@ -386,7 +321,7 @@ fn file_and_stdout_restores_agree_on_interleaved_repeated_and_tiny_snapshots() {
     for (r, data) in [(&r1, &n1), (&r2, &n2), (&r3, &tiny)] {
         let id = r["id"].as_str().unwrap();
         v.assert_restores(id, data);
-        assert!(v.restore_bytes(id, &[]) == *data, "stdout restore of {id}");
+        v.assert_restores_stdout(id, &[], data);
     }
 }
 
@@ -481,17 +416,11 @@ fn restore_without_any_identity_exits_5_and_says_how_to_give_one() {
     v.ok(&["verify"]);
 
     // The matching identity opens it, by flag or by environment.
-    let o = v.restore_to(&id, &to, &["--identity", key.to_str().unwrap()]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(std::fs::read(&to).unwrap(), data);
-    let o = v
-        .cmd()
-        .env("COFFER_IDENTITY", &key)
-        .args(["restore", &id, "--to", "-"])
-        .output()
-        .unwrap();
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert!(o.stdout == data);
+    let by_flag = ["--identity", key.to_str().unwrap()];
+    assert_restores_with(v.cmd(), &id, RestoreTo::File(&to), &by_flag, &data);
+    let mut by_env = v.cmd();
+    by_env.env("COFFER_IDENTITY", &key);
+    assert_restores_with(by_env, &id, RestoreTo::Stdout, &[], &data);
 }
 
 #[test]
@@ -928,9 +857,9 @@ fn latest_with_job_picks_that_jobs_snapshot_not_a_newer_one_of_another_job() {
     let v = Vault::new();
     let a = v.backup_stdin(b"job a", &["--job", "a"]);
     let b1 = v.backup_stdin(b"job b 1", &["--job", "b"]);
-    assert_eq!(v.restore_bytes("latest", &["--job", "a"]), b"job a");
+    v.assert_restores_stdout("latest", &["--job", "a"], b"job a");
     let b2 = v.backup_stdin(b"job b 2", &["--job", "b"]);
-    assert_eq!(v.restore_bytes("latest", &["--job", "a"]), b"job a");
+    v.assert_restores_stdout("latest", &["--job", "a"], b"job a");
 
     let o = v.ok(&["--json", "snapshots", "--job", "b"]);
     let list: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
@@ -956,16 +885,9 @@ fn latest_is_the_most_recent_backup_even_within_one_second() {
         let b = format!("b{i}");
         v.backup_stdin(a.as_bytes(), &["--job", "a"]);
         v.backup_stdin(b.as_bytes(), &["--job", "b"]);
-        assert_eq!(
-            String::from_utf8(v.restore_bytes("latest", &["--job", "a"])).unwrap(),
-            a,
-            "latest --job a after backup {i}"
-        );
-        assert_eq!(
-            String::from_utf8(v.restore_bytes("latest", &[])).unwrap(),
-            b,
-            "latest after backup {i}"
-        );
+        // A mismatch shows both values, which name the backup.
+        v.assert_restores_stdout("latest", &["--job", "a"], a.as_bytes());
+        v.assert_restores_stdout("latest", &[], b.as_bytes());
     }
 }
 
@@ -982,10 +904,10 @@ fn snapshot_prefixes_resolve_when_unique_and_fail_clearly_otherwise() {
     // A unique prefix of 4 or 8 characters, or a full id in either case,
     // selects that snapshot.
     for (id, data) in &made {
-        assert_eq!(&v.restore_bytes(&id[..8], &[]), data);
-        assert_eq!(&v.restore_bytes(&id.to_uppercase(), &[]), data);
+        v.assert_restores_stdout(&id[..8], &[], data);
+        v.assert_restores_stdout(&id.to_uppercase(), &[], data);
         if made.iter().filter(|(o, _)| o[..4] == id[..4]).count() == 1 {
-            assert_eq!(&v.restore_bytes(&id[..4], &[]), data);
+            v.assert_restores_stdout(&id[..4], &[], data);
         }
     }
 
@@ -1033,7 +955,7 @@ fn snapshot_prefixes_resolve_when_unique_and_fail_clearly_otherwise() {
     );
     assert!(o.stdout.is_empty());
     // The full id still selects the real one.
-    assert_eq!(v.restore_bytes(id0, &[]), made[0].1);
+    v.assert_restores_stdout(id0, &[], &made[0].1);
 }
 
 // ---------------------------------------------------------------------------

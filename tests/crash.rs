@@ -123,6 +123,12 @@ fn assert_survived(
     round: u64,
 ) {
     let what = format!("round {round}, log:\n{}", killed.log.join("\n"));
+    // Restores go to stdout: the file target's temporary-and-rename path is
+    // covered in tests/cli.rs, and this keeps the test off the disk.
+    let assert_restores = |sid: &str, data: &[u8]| {
+        restore_and_compare(v.cmd(), sid, RestoreTo::Stdout, &[], data)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+    };
     assert!(
         !killed.log.iter().any(|l| l.contains("error")),
         "the run failed before it was killed; {what}"
@@ -152,16 +158,14 @@ fn assert_survived(
             let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
             assert_eq!(rep["problems"], serde_json::json!([]), "{rep}; {what}");
             assert_eq!(v.snapshot_ids(), with, "{what}");
-            assert!(v.restore_bytes(&sid, &[]) == killed_input, "{what}");
+            assert_restores(&sid, killed_input);
             committed.insert(sid);
         }
     }
 
-    // The good snapshot from before is intact. (Restores go to stdout: the
-    // file target's temporary-and-rename path is covered in tests/cli.rs, and
-    // this keeps the test off the disk.)
+    // The good snapshot from before is intact.
     assert!(v.snapshot_ids().contains(&a.0));
-    assert!(v.restore_bytes(&a.0, &[]) == a.1, "{what}");
+    assert_restores(&a.0, &a.1);
     let o = v.ok(&["verify"]);
     assert!(stderr(&o).contains("no problems"), "{}", stderr(&o));
 
@@ -170,7 +174,7 @@ fn assert_survived(
     let mut fresh = random_bytes(1000 + round, 2 * MB);
     fresh.extend_from_slice(&killed_input[..killed_input.len().min(48 * MB)]);
     let id = v.backup_stdin(&fresh, &["--job", "fresh"]);
-    assert!(v.restore_bytes(&id, &[]) == fresh, "{what}");
+    assert_restores(&id, &fresh);
     committed.insert(id);
     assert_eq!(&v.snapshot_ids(), committed, "{what}");
 }

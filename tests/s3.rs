@@ -2,6 +2,8 @@
 //! s3s-fs in process for the fast cases, SeaweedFS (a production S3
 //! server) for the end-to-end disaster recovery and Object Lock.
 
+#[path = "support/cli.rs"]
+mod cli_support;
 #[path = "support/s3.rs"]
 mod s3;
 
@@ -9,6 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use cli_support::{assert_restores_with, RestoreTo};
 use s3::S3Server;
 
 const BIN: &str = env!("CARGO_BIN_EXE_coffer");
@@ -78,6 +81,14 @@ impl Host {
     fn backup(&self, file: &Path) -> (String, Output) {
         let o = self.run(&["backup", file.to_str().unwrap()]);
         (String::from_utf8_lossy(&o.stdout).trim().to_string(), o)
+    }
+
+    /// Asserts that restoring `sel` (with `extra` arguments) to the new
+    /// file `out` in the host's directory yields exactly `data`.
+    #[track_caller]
+    fn assert_restores(&self, sel: &str, out: &str, extra: &[&str], data: &[u8]) -> Output {
+        let to = self.path(out);
+        assert_restores_with(self.cmd(), sel, RestoreTo::File(&to), extra, data)
     }
 
     fn status(&self, tier: &str) -> serde_json::Value {
@@ -176,36 +187,18 @@ fn backup_lands_in_both_tiers_and_restores_from_s3_alone() {
     // The local tier loses its packs: restore falls back to S3 per pack.
     std::fs::remove_dir_all(h.path("vault/packs")).unwrap();
     std::fs::create_dir(h.path("vault/packs")).unwrap();
-    let o = h.run(&["restore", &id, "--to", h.path("out1").to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(std::fs::read(h.path("out1")).unwrap(), data);
+    let o = h.assert_restores(&id, "out1", &[], &data);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("missing in tier local") && err.contains("from tier s3"),
         "{err}"
     );
-    h.ok(&[
-        "restore",
-        &id,
-        "--tier",
-        "s3",
-        "--to",
-        h.path("out2").to_str().unwrap(),
-    ]);
-    assert_eq!(std::fs::read(h.path("out2")).unwrap(), data);
+    h.assert_restores(&id, "out2", &["--tier", "s3"], &data);
 
     // sync repairs the local tier from S3, byte for byte.
     h.ok(&["sync"]);
     assert_eq!(local_keys(&h.path("vault"), "packs"), local);
-    h.ok(&[
-        "restore",
-        &id,
-        "--tier",
-        "local",
-        "--to",
-        h.path("out3").to_str().unwrap(),
-    ]);
-    assert_eq!(std::fs::read(h.path("out3")).unwrap(), data);
+    h.assert_restores(&id, "out3", &["--tier", "local"], &data);
 }
 
 #[test]
@@ -265,15 +258,7 @@ fn s3_stopped_mid_backup_leaves_it_pending_until_sync() {
         .unwrap()
         .iter()
         .all(|r| r["packs_copied"] == 0 && r["manifests_copied"] == 0));
-    h.ok(&[
-        "restore",
-        &id,
-        "--tier",
-        "s3",
-        "--to",
-        h.path("out").to_str().unwrap(),
-    ]);
-    assert_eq!(std::fs::read(h.path("out")).unwrap(), data);
+    h.assert_restores(&id, "out", &["--tier", "s3"], &data);
 }
 
 #[test]
@@ -293,9 +278,7 @@ fn a_pack_corrupt_in_one_tier_is_read_from_the_other() {
     bad[mid] ^= 0xff;
     std::fs::write(&victim, &bad).unwrap();
 
-    let o = h.run(&["restore", &id, "--to", h.path("out").to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(std::fs::read(h.path("out")).unwrap(), data);
+    let o = h.assert_restores(&id, "out", &[], &data);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains(&pack_id) && err.contains("corrupt") && err.contains("tier s3"),
@@ -399,15 +382,7 @@ fn fresh_machine_recovers_from_the_bucket_alone() {
     assert_eq!(rebuilt["snapshots"], 1, "{rebuilt}");
     let snaps: serde_json::Value = serde_json::from_str(&b.ok(&["--json", "snapshots"])).unwrap();
     assert_eq!(snaps[0]["id"], id);
-    b.ok(&[
-        "restore",
-        "latest",
-        "--tier",
-        "s3",
-        "--to",
-        b.path("out").to_str().unwrap(),
-    ]);
-    assert_eq!(std::fs::read(b.path("out")).unwrap(), data);
+    b.assert_restores("latest", "out", &["--tier", "s3"], &data);
     // The new host can back up into the same vault, deduplicating against A's data.
     let (_, o) = b.backup(&a.path("in.bin"));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -1,10 +1,12 @@
 #![allow(dead_code)]
 //! Shared helpers for the CLI-level integration tests (`tests/cli.rs`,
-//! `tests/crash.rs`): a throwaway vault per test, the `coffer` binary run
-//! with a scrubbed environment, deterministic incompressible data, and
-//! readers for the local tier's layout.
+//! `tests/crash.rs`, `tests/backward_compatibility.rs`; `tests/s3.rs` uses
+//! the restore check): a throwaway vault per test, the `coffer` binary run
+//! with a scrubbed environment, deterministic incompressible data, one
+//! restore-and-compare check, directory trees as values, and readers for
+//! the local tier's layout.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -266,13 +268,6 @@ impl Vault {
             .collect()
     }
 
-    /// Restores `sel` to stdout; asserts success; returns the bytes.
-    pub fn restore_bytes(&self, sel: &str, extra: &[&str]) -> Vec<u8> {
-        let mut a = vec!["restore", sel, "--to", "-"];
-        a.extend_from_slice(extra);
-        self.ok(&a).stdout
-    }
-
     /// Restores `sel` to `to`.
     pub fn restore_to(&self, sel: &str, to: &Path, extra: &[&str]) -> Output {
         let mut a = vec!["restore", sel, "--to", to.to_str().unwrap()];
@@ -280,23 +275,20 @@ impl Vault {
         self.run(&a)
     }
 
-    /// Asserts that restoring `sel` to a new file yields exactly `expected`.
+    /// Asserts that restoring `sel` to a new file yields exactly `expected`
+    /// (the file is removed afterwards).
+    #[track_caller]
     pub fn assert_restores(&self, sel: &str, expected: &[u8]) {
         let to = self.fresh_path("restored");
-        let o = self.restore_to(sel, &to, &[]);
-        assert!(
-            o.status.success(),
-            "{}",
-            describe(&["restore", sel, "--to", to.to_str().unwrap()], &o)
-        );
-        let got = std::fs::read(&to).unwrap();
-        assert!(
-            got == expected,
-            "snapshot {sel} restored {} bytes that differ from the {} expected",
-            got.len(),
-            expected.len()
-        );
+        assert_restores_with(self.cmd(), sel, RestoreTo::File(&to), &[], expected);
         std::fs::remove_file(&to).unwrap();
+    }
+
+    /// Asserts that restoring `sel` (with `extra` arguments) to stdout
+    /// yields exactly `expected`.
+    #[track_caller]
+    pub fn assert_restores_stdout(&self, sel: &str, extra: &[&str], expected: &[u8]) {
+        assert_restores_with(self.cmd(), sel, RestoreTo::Stdout, extra, expected);
     }
 
     /// A path under `work` that does not exist yet.
@@ -353,6 +345,160 @@ impl Vault {
         }
         assert!(!self.dir.join("catalog.sqlite").exists());
     }
+}
+
+/// Where [`restore_and_compare`] has coffer write a snapshot.
+#[derive(Debug, Clone, Copy)]
+pub enum RestoreTo<'a> {
+    /// `--to -`: the stream on stdout (the in-order pipeline).
+    Stdout,
+    /// `--to FILE`: a new file (the out-of-order file restore).
+    File(&'a Path),
+}
+
+/// Runs `restore SEL --to TO EXTRA...` with `cmd` (a `coffer` command with
+/// its `--config` and environment set up by the test's own runner) and
+/// checks that it exits 0 having written exactly `expected`. Returns the
+/// run's output (its stderr says which tier served what), or a message
+/// with the command, the sizes and the first differing byte; the data
+/// itself only when both sides are short.
+pub fn restore_and_compare(
+    mut cmd: Command,
+    sel: &str,
+    to: RestoreTo,
+    extra: &[&str],
+    expected: &[u8],
+) -> Result<Output, String> {
+    let mut args = vec!["restore", sel, "--to"];
+    args.push(match to {
+        RestoreTo::Stdout => "-",
+        RestoreTo::File(p) => p.to_str().unwrap(),
+    });
+    args.extend_from_slice(extra);
+    let o = cmd.args(&args).stdin(Stdio::null()).output().unwrap();
+    if !o.status.success() {
+        return Err(describe(&args, &o));
+    }
+    let got = match to {
+        RestoreTo::Stdout => o.stdout.clone(),
+        RestoreTo::File(p) => std::fs::read(p).map_err(|e| {
+            format!(
+                "coffer {args:?} succeeded but {} cannot be read: {e}",
+                p.display()
+            )
+        })?,
+    };
+    if got != expected {
+        return Err(format!(
+            "coffer {args:?} restored {} bytes that differ from the {} expected: {}",
+            got.len(),
+            expected.len(),
+            difference(&got, expected)
+        ));
+    }
+    Ok(o)
+}
+
+/// [`restore_and_compare`], panicking with its message on a mismatch.
+#[track_caller]
+pub fn assert_restores_with(
+    cmd: Command,
+    sel: &str,
+    to: RestoreTo,
+    extra: &[&str],
+    expected: &[u8],
+) -> Output {
+    match restore_and_compare(cmd, sel, to, extra, expected) {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Where `got` first differs from `want`, and both when they are short.
+fn difference(got: &[u8], want: &[u8]) -> String {
+    let at = got.iter().zip(want).position(|(g, w)| g != w);
+    let mut s = match at {
+        Some(i) => format!("first difference at byte {i}"),
+        None => format!(
+            "one is a prefix of the other ({} bytes shared)",
+            got.len().min(want.len())
+        ),
+    };
+    if got.len() <= 64 && want.len() <= 64 {
+        s.push_str(&format!(
+            "; got {:?}, expected {:?}",
+            String::from_utf8_lossy(got),
+            String::from_utf8_lossy(want)
+        ));
+    }
+    s
+}
+
+/// One entry of a directory tree, as a restore must reproduce it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Node {
+    Dir {
+        mode: u32,
+    },
+    File {
+        mode: u32,
+        mtime: i64,
+        data: Vec<u8>,
+    },
+    Link {
+        target: PathBuf,
+    },
+    /// A FIFO or device node: full mode (type bits included) and mtime.
+    Special {
+        mode: u32,
+        mtime: i64,
+    },
+}
+
+/// Everything under `root` (not `root` itself), by relative path.
+pub fn tree(root: &Path) -> BTreeMap<String, Node> {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<String, Node>) {
+        for e in std::fs::read_dir(root.join(rel)).unwrap() {
+            let e = e.unwrap();
+            let rel = rel.join(e.file_name());
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            let key = rel.to_string_lossy().into_owned();
+            if m.file_type().is_symlink() {
+                let target = std::fs::read_link(e.path()).unwrap();
+                out.insert(key, Node::Link { target });
+            } else if m.is_dir() {
+                out.insert(
+                    key,
+                    Node::Dir {
+                        mode: m.mode() & 0o7777,
+                    },
+                );
+                walk(root, &rel, out);
+            } else if !m.is_file() {
+                // FIFOs and devices: reading one would block or never end.
+                out.insert(
+                    key,
+                    Node::Special {
+                        mode: m.mode(),
+                        mtime: m.mtime(),
+                    },
+                );
+            } else {
+                out.insert(
+                    key,
+                    Node::File {
+                        mode: m.mode() & 0o7777,
+                        mtime: m.mtime(),
+                        data: std::fs::read(e.path()).unwrap(),
+                    },
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, Path::new(""), &mut out);
+    out
 }
 
 /// Every file under `dir` (recursively), skipping nothing.
