@@ -16,6 +16,7 @@ use vault_format::config::VaultConfig;
 use vault_format::keys::{DedupKey, Identity};
 use vault_format::manifest::{kinds, Manifest, MANIFEST_VERSION};
 use vault_format::pack::{ChunkKind, PackIndex, PackParams, PackWriter};
+use vault_format::testdata::{Xorshift64, DEFAULT_SEED};
 use vault_format::{ChunkId, SnapshotId, VaultId};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
@@ -32,19 +33,12 @@ fn pack(identity: &Identity, blobs: usize) -> (Vec<u8>, PackIndex) {
     let key = DedupKey::from_bytes([7; 32]).chunk_id_key();
     let mut w = PackWriter::new(&identity.to_recipients(), Vec::new()).expect("pack writer");
     let mut enc = BlobEncoder::new(3).expect("zstd");
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = Xorshift64::new(DEFAULT_SEED);
     for i in 0..blobs {
         let c1: Vec<u8> = if i % 2 == 0 {
             b"abcabcabc".repeat(20 + i)
         } else {
-            (0..40 + i)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect()
+            rng.bytes(40 + i)
         };
         let c2 = format!("chunk two of blob {i}").into_bytes();
         let raw = [c1.clone(), c2.clone()].concat();

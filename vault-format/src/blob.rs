@@ -161,14 +161,7 @@ mod tests {
             .decode(Codec::Zstd, &out, text.len() + 1, &mut back)
             .is_err());
 
-        let mut noisy = Vec::new();
-        let mut x = 12345u64;
-        for _ in 0..100_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            noisy.push(x as u8);
-        }
+        let noisy = crate::testdata::noise(100_000, 12345);
         assert_eq!(enc.encode(&noisy, &mut out).unwrap(), Codec::Raw);
         assert_eq!(out, noisy);
     }

@@ -171,24 +171,13 @@ impl Chunker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::testdata::noise;
 
     #[test]
     fn streaming_windows_give_the_same_cuts_as_one_buffer() {
         let key = DedupKey::from_bytes([1; 32]);
         let c = Chunker::new(&ChunkerParams::default(), &key).unwrap();
-        let data = pseudo_random(2_000_000, 42);
+        let data = noise(2_000_000, 42);
         let whole: Vec<usize> = c.split(&data).iter().map(|s| s.len()).collect();
         // Feed in odd-sized windows, as a reader would.
         let mut cuts = Vec::new();
@@ -217,7 +206,7 @@ mod tests {
 
     #[test]
     fn seed_changes_boundaries() {
-        let data = pseudo_random(500_000, 9);
+        let data = noise(500_000, 9);
         let p = ChunkerParams::default();
         let a: Vec<usize> = Chunker::new(&p, &DedupKey::from_bytes([1; 32]))
             .unwrap()

@@ -9,9 +9,10 @@
 //!
 //! The serialized list is itself cut with the vault's chunker and stored as
 //! chunks of kind [`crate::pack::ChunkKind::List`], so a manifest holds only
-//! the ids of those list chunks (a 100 GB dump has ~6M data chunks but its
-//! manifest stays small), and two nights whose streams share long runs share
-//! most of their list chunks too. Lengths are stored so a restore knows the
+//! the ids of those list chunks (a 100 GB dump has ~12.2M data chunks of
+//! ~8 KiB, ~440 MB of list, but its manifest names only the ~54,000 list
+//! chunks), and two nights whose streams share long runs share most of
+//! their list chunks too. Lengths are stored so a restore knows the
 //! exact output size and offsets before fetching any data.
 
 use crate::error::{FormatError, Result};

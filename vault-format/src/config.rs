@@ -25,6 +25,9 @@ pub const CONFIG_FORMAT: &str = "coffer-vault";
 pub const CONFIG_VERSION: u64 = 1;
 /// Largest config a reader accepts.
 pub const MAX_CONFIG_LEN: usize = 1024 * 1024;
+/// Largest plaintext of the sealed `dedup_key` a reader accepts (the key is
+/// 65 bytes: 64 hex digits and a newline).
+pub const MAX_DEDUP_KEY_LEN: usize = 256;
 
 /// The vault config object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,8 +149,12 @@ impl VaultConfig {
     /// # Errors
     /// [`FormatError::Decrypt`] when the identity is not one of the recipients.
     pub fn open_dedup_key(&self, identity: &Identity) -> Result<DedupKey> {
-        let pt =
-            crate::seal::open_armored(identity, &self.dedup_key, "vault config dedup key", 256)?;
+        let pt = crate::seal::open_armored(
+            identity,
+            &self.dedup_key,
+            "vault config dedup key",
+            MAX_DEDUP_KEY_LEN,
+        )?;
         let s =
             std::str::from_utf8(&pt).map_err(|_| FormatError::corrupt("dedup key", "not text"))?;
         s.parse()

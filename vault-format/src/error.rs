@@ -3,6 +3,11 @@
 //! Decoders say *what* is wrong with an object (so an operator can name the
 //! pack or manifest that is damaged) but crypto failures carry no detail that
 //! would help an attacker: "could not be decrypted with the given identity".
+//!
+//! A variant that wraps another error returns it from
+//! [`std::error::Error::source`] and does not repeat it in its own message:
+//! a caller printing the whole chain (anyhow's `{:#}`) then names each cause
+//! exactly once ("I/O error while processing pack: No space left on device").
 
 use thiserror::Error;
 
@@ -41,8 +46,9 @@ pub enum FormatError {
     #[error("invalid {what}: {detail}")]
     InvalidKey { what: &'static str, detail: String },
 
-    /// Reading or writing the underlying stream failed.
-    #[error("I/O error while processing {what}: {source}")]
+    /// Reading or writing the underlying stream failed. The I/O error is
+    /// the [`source`](std::error::Error::source), not part of the message.
+    #[error("I/O error while processing {what}")]
     Io {
         what: &'static str,
         #[source]
@@ -71,3 +77,32 @@ impl FormatError {
 
 /// Result with [`FormatError`].
 pub type Result<T, E = FormatError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message of `e` and of every error below it, joined with ": ", as
+    /// anyhow's `{:#}` prints a chain.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut parts = vec![e.to_string()];
+        let mut cur = e.source();
+        while let Some(s) = cur {
+            parts.push(s.to_string());
+            cur = s.source();
+        }
+        parts.join(": ")
+    }
+
+    #[test]
+    fn io_error_cause_is_printed_once_in_the_chain() {
+        // ENOSPC: "No space left on device (os error 28)" on Linux.
+        let io = std::io::Error::from_raw_os_error(28);
+        let cause = io.to_string();
+        let e = FormatError::io("pack")(io);
+        assert!(matches!(e, FormatError::Io { .. }), "{e:?}");
+        let printed = chain(&e);
+        assert_eq!(printed.matches(cause.as_str()).count(), 1, "{printed}");
+        assert_eq!(printed, format!("I/O error while processing pack: {cause}"));
+    }
+}

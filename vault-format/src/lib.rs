@@ -47,6 +47,8 @@ pub mod keys;
 pub mod manifest;
 pub mod pack;
 pub mod seal;
+#[doc(hidden)]
+pub mod testdata;
 
 pub use error::FormatError;
 pub use ids::{ChunkId, PackId, SnapshotId, VaultId};

@@ -43,16 +43,46 @@ use crate::keys::{Identity, Recipients};
 pub const PACK_HEADER: [u8; 8] = *b"CFRPACK\x01";
 /// Magic and version at the very end of a pack's plaintext.
 pub const PACK_TRAILER: [u8; 8] = *b"CFRPIDX\x01";
-/// Version byte that starts the index.
+/// Version byte that starts the index. The trailer's last byte holds the
+/// same number, so a reader can refuse an unknown index before reading it.
 pub const INDEX_VERSION: u8 = 1;
-
-const HEADER_LEN: u64 = 8;
-/// index length (4) + trailer (8)
-const TAIL_LEN: u64 = 12;
-const BLOB_HEADER_LEN: usize = 1 + 1 + 4 + 4 + 4;
-const CHUNK_ENTRY_LEN: usize = 32 + 4;
 /// Largest index a reader accepts (bounds memory against a hostile pack).
 pub const MAX_INDEX_LEN: usize = 64 * 1024 * 1024;
+
+// Framing: the fixed-size parts at both ends of a pack's plaintext. Every
+// reader checks them through `check_header` and `Tail::parse` (and
+// `read_index` for readers that want the index), nowhere else.
+//
+//   header, at offset 0              tail, the last TAIL_LEN bytes (E = plaintext length)
+//   0                7       8       E-12         E-8                  E-1       E
+//   +----------------+-------+       +------------+--------------------+---------+
+//   | "CFRPACK"      | pack  |  ...  | index len  | "CFRPIDX"          | index   |
+//   |                | vers. |       | L, u32 LE  |                    | version |
+//   +----------------+-------+       +------------+--------------------+---------+
+//                                    \____________ PACK_TRAILER (8) ____________/
+//
+// The index occupies [E-12-L, E-12); blobs tile [8, E-12-L).
+const MAGIC_LEN: usize = 7;
+const HEADER_MAGIC_OFFSET: usize = 0;
+const HEADER_VERSION_OFFSET: usize = HEADER_MAGIC_OFFSET + MAGIC_LEN;
+const HEADER_LEN: usize = HEADER_VERSION_OFFSET + 1;
+// Offsets within the tail.
+const TAIL_INDEX_LEN_OFFSET: usize = 0;
+const TAIL_MAGIC_OFFSET: usize = TAIL_INDEX_LEN_OFFSET + 4;
+const TAIL_VERSION_OFFSET: usize = TAIL_MAGIC_OFFSET + MAGIC_LEN;
+const TAIL_LEN: usize = TAIL_VERSION_OFFSET + 1;
+const TRAILER_LEN: usize = TAIL_LEN - TAIL_MAGIC_OFFSET;
+/// The smallest index: its version byte and a zero blob count.
+const MIN_INDEX_LEN: usize = 1 + 4;
+/// The smallest plaintext: header, empty index, tail.
+const MIN_PLAINTEXT_LEN: usize = HEADER_LEN + MIN_INDEX_LEN + TAIL_LEN;
+
+const BLOB_HEADER_LEN: usize = 1 + 1 + 4 + 4 + 4;
+const CHUNK_ENTRY_LEN: usize = 32 + 4;
+
+// The two copies of the index version agree, and the constants match the drawing.
+const _: () = assert!(PACK_TRAILER[TRAILER_LEN - 1] == INDEX_VERSION);
+const _: () = assert!(HEADER_LEN == 8 && TAIL_LEN == 12 && TRAILER_LEN == 8);
 
 /// What a chunk holds. On-disk tags: never reuse one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,7 +165,9 @@ impl PackIndex {
     /// Encodes the index (without length and trailer).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
-            5 + self.blobs.len() * BLOB_HEADER_LEN + self.chunk_count() * CHUNK_ENTRY_LEN,
+            MIN_INDEX_LEN
+                + self.blobs.len() * BLOB_HEADER_LEN
+                + self.chunk_count() * CHUNK_ENTRY_LEN,
         );
         out.push(INDEX_VERSION);
         out.extend_from_slice(&(self.blobs.len() as u32).to_le_bytes());
@@ -176,7 +208,7 @@ impl PackIndex {
             return Err(FormatError::corrupt(W, "blob count exceeds index size"));
         }
         let mut blobs = Vec::with_capacity(blob_count);
-        let mut offset = HEADER_LEN;
+        let mut offset = HEADER_LEN as u64;
         for _ in 0..blob_count {
             let codec = Codec::from_tag(r.u8()?)?;
             let kind = ChunkKind::from_tag(r.u8()?)?;
@@ -333,7 +365,7 @@ impl<W: Write> PackWriter<W> {
             .map_err(FormatError::io("pack"))?;
         Ok(PackWriter {
             out,
-            pos: HEADER_LEN,
+            pos: HEADER_LEN as u64,
             index: PackIndex::default(),
         })
     }
@@ -421,37 +453,12 @@ impl<R: Read + Seek> PackReader<R> {
     /// # Errors
     /// [`FormatError::Decrypt`] for a wrong identity or altered bytes,
     /// [`FormatError::Truncated`] for a cut-short pack,
-    /// [`FormatError::BadMagic`] / [`FormatError::Corrupt`] for anything else.
+    /// [`FormatError::UnsupportedVersion`] for a pack or index version this
+    /// crate does not know, [`FormatError::BadMagic`] / [`FormatError::Corrupt`]
+    /// for anything else.
     pub fn open(identity: &Identity, source: R) -> Result<Self> {
-        const W: &str = "pack";
-        let mut inner = crate::seal::open_reader(identity, source, W)?;
-        let map = |e| crate::seal::map_payload_error(e, W);
-        let mut head = [0u8; 8];
-        inner.read_exact(&mut head).map_err(map)?;
-        if head != PACK_HEADER {
-            return Err(bad_header(&head));
-        }
-        let end = inner.seek(SeekFrom::End(0)).map_err(map)?;
-        if end < HEADER_LEN + TAIL_LEN + 5 {
-            return Err(FormatError::Truncated { what: W });
-        }
-        inner.seek(SeekFrom::Start(end - TAIL_LEN)).map_err(map)?;
-        let mut tail = [0u8; TAIL_LEN as usize];
-        inner.read_exact(&mut tail).map_err(map)?;
-        let index_len = u64::from(u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")));
-        if tail[4..] != PACK_TRAILER {
-            return Err(FormatError::BadMagic {
-                what: "pack trailer",
-            });
-        }
-        if index_len > MAX_INDEX_LEN as u64 || index_len > end - HEADER_LEN - TAIL_LEN {
-            return Err(FormatError::corrupt("pack index", "length out of range"));
-        }
-        let index_start = end - TAIL_LEN - index_len;
-        inner.seek(SeekFrom::Start(index_start)).map_err(map)?;
-        let mut idx = vec![0u8; index_len as usize];
-        inner.read_exact(&mut idx).map_err(map)?;
-        let index = PackIndex::decode(&idx, index_start)?;
+        let mut inner = crate::seal::open_reader(identity, source, "pack")?;
+        let index = read_index(&mut inner, |e| crate::seal::map_payload_error(e, "pack"))?;
         Ok(PackReader { inner, index })
     }
 
@@ -489,13 +496,11 @@ impl<R: Read + Seek> BlobReader<R> {
     /// As for [`PackReader::open`].
     pub fn open(identity: &Identity, source: R) -> Result<Self> {
         let mut inner = crate::seal::open_reader(identity, source, "pack")?;
-        let mut head = [0u8; 8];
+        let mut head = [0u8; HEADER_LEN];
         inner
             .read_exact(&mut head)
             .map_err(|e| crate::seal::map_payload_error(e, "pack"))?;
-        if head != PACK_HEADER {
-            return Err(bad_header(&head));
-        }
+        check_header(&head)?;
         Ok(BlobReader { inner })
     }
 
@@ -512,46 +517,114 @@ impl<R: Read + Seek> BlobReader<R> {
     }
 }
 
-fn bad_header(head: &[u8; 8]) -> FormatError {
-    if head[..7] == PACK_HEADER[..7] {
-        FormatError::UnsupportedVersion {
-            what: "pack",
-            found: head[7].into(),
-            supported: PACK_HEADER[7].into(),
-        }
-    } else {
-        FormatError::BadMagic { what: "pack" }
+/// Checks a pack's first [`HEADER_LEN`] bytes.
+///
+/// # Errors
+/// [`FormatError::BadMagic`] when they are not "CFRPACK",
+/// [`FormatError::UnsupportedVersion`] for a pack version other than ours.
+fn check_header(head: &[u8; HEADER_LEN]) -> Result<()> {
+    if head[HEADER_MAGIC_OFFSET..HEADER_VERSION_OFFSET] != PACK_HEADER[..MAGIC_LEN] {
+        return Err(FormatError::BadMagic { what: "pack" });
     }
+    let version = head[HEADER_VERSION_OFFSET];
+    if version != PACK_HEADER[HEADER_VERSION_OFFSET] {
+        return Err(FormatError::UnsupportedVersion {
+            what: "pack",
+            found: version.into(),
+            supported: PACK_HEADER[HEADER_VERSION_OFFSET].into(),
+        });
+    }
+    Ok(())
+}
+
+/// Where a pack's index lies, as its tail says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tail {
+    /// Plaintext offset of the index (where the blobs end).
+    index_start: u64,
+    /// Index length in bytes (at most [`MAX_INDEX_LEN`]).
+    index_len: usize,
+}
+
+impl Tail {
+    /// Plaintext offset of the tail in a plaintext of `len` bytes.
+    ///
+    /// # Errors
+    /// [`FormatError::Truncated`] when `len` is too short for a header, an
+    /// empty index and a tail.
+    fn offset(len: u64) -> Result<u64> {
+        if len < MIN_PLAINTEXT_LEN as u64 {
+            return Err(FormatError::Truncated { what: "pack" });
+        }
+        Ok(len - TAIL_LEN as u64)
+    }
+
+    /// Parses the last [`TAIL_LEN`] bytes of a plaintext of `len` bytes
+    /// (`len` as checked by [`Tail::offset`]).
+    ///
+    /// # Errors
+    /// [`FormatError::BadMagic`] when the trailer is not "CFRPIDX",
+    /// [`FormatError::UnsupportedVersion`] for an index version other than
+    /// [`INDEX_VERSION`], [`FormatError::Corrupt`] for an index length over
+    /// [`MAX_INDEX_LEN`] or longer than the space between header and tail.
+    fn parse(tail: &[u8; TAIL_LEN], len: u64) -> Result<Tail> {
+        if tail[TAIL_MAGIC_OFFSET..TAIL_VERSION_OFFSET] != PACK_TRAILER[..MAGIC_LEN] {
+            return Err(FormatError::BadMagic {
+                what: "pack trailer",
+            });
+        }
+        let version = tail[TAIL_VERSION_OFFSET];
+        if version != INDEX_VERSION {
+            return Err(FormatError::UnsupportedVersion {
+                what: "pack index",
+                found: version.into(),
+                supported: INDEX_VERSION.into(),
+            });
+        }
+        let index_len = u32::from_le_bytes(
+            tail[TAIL_INDEX_LEN_OFFSET..TAIL_MAGIC_OFFSET]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        let room = len.saturating_sub((HEADER_LEN + TAIL_LEN) as u64);
+        if index_len as usize > MAX_INDEX_LEN || u64::from(index_len) > room {
+            return Err(FormatError::corrupt("pack index", "length out of range"));
+        }
+        Ok(Tail {
+            index_start: len - TAIL_LEN as u64 - u64::from(index_len),
+            index_len: index_len as usize,
+        })
+    }
+}
+
+/// Reads and checks a pack's framing, then reads and decodes its index,
+/// from a seekable plaintext. The one path by which [`PackReader::open`]
+/// and [`parse_plaintext`] find an index. `map` turns read errors into
+/// format errors.
+fn read_index<R: Read + Seek>(
+    r: &mut R,
+    map: impl Fn(io::Error) -> FormatError,
+) -> Result<PackIndex> {
+    let mut head = [0u8; HEADER_LEN];
+    r.read_exact(&mut head).map_err(&map)?;
+    check_header(&head)?;
+    let len = r.seek(SeekFrom::End(0)).map_err(&map)?;
+    r.seek(SeekFrom::Start(Tail::offset(len)?)).map_err(&map)?;
+    let mut tail = [0u8; TAIL_LEN];
+    r.read_exact(&mut tail).map_err(&map)?;
+    let tail = Tail::parse(&tail, len)?;
+    r.seek(SeekFrom::Start(tail.index_start)).map_err(&map)?;
+    let mut idx = vec![0u8; tail.index_len];
+    r.read_exact(&mut idx).map_err(&map)?;
+    PackIndex::decode(&idx, tail.index_start)
 }
 
 /// Parses a pack's whole decrypted plaintext (for tools, tests and fuzzing).
 ///
 /// # Errors
-/// As for [`PackReader::open`].
+/// As for [`PackReader::open`], without [`FormatError::Decrypt`].
 pub fn parse_plaintext(pt: &[u8]) -> Result<PackIndex> {
-    if pt.len() < (HEADER_LEN + TAIL_LEN + 5) as usize {
-        return Err(FormatError::Truncated { what: "pack" });
-    }
-    let head: [u8; 8] = pt[..8].try_into().expect("8 bytes");
-    if head != PACK_HEADER {
-        return Err(bad_header(&head));
-    }
-    let end = pt.len();
-    let tail = &pt[end - TAIL_LEN as usize..];
-    if tail[4..] != PACK_TRAILER {
-        return Err(FormatError::BadMagic {
-            what: "pack trailer",
-        });
-    }
-    let index_len = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as usize;
-    if index_len > end - (HEADER_LEN + TAIL_LEN) as usize {
-        return Err(FormatError::corrupt("pack index", "length out of range"));
-    }
-    let index_start = end - TAIL_LEN as usize - index_len;
-    PackIndex::decode(
-        &pt[index_start..end - TAIL_LEN as usize],
-        index_start as u64,
-    )
+    read_index(&mut io::Cursor::new(pt), |e| FormatError::io("pack")(e))
 }
 
 #[cfg(test)]
@@ -685,5 +758,167 @@ mod tests {
         let mut big = enc.clone();
         big[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(PackIndex::decode(&big, end).is_err());
+    }
+
+    /// The plaintext of a sample pack, and `edit` applied to a copy of it
+    /// read both ways: whole through [`parse_plaintext`], and resealed and
+    /// opened through [`PackReader::open`].
+    fn read_both_ways(edit: impl FnOnce(&mut Vec<u8>)) -> [Result<PackIndex>; 2] {
+        let id = Identity::generate();
+        let (ct, _, _) = sample_pack(&id);
+        let mut pt = crate::seal::open(&id, &ct, "pack", 1 << 20).unwrap();
+        edit(&mut pt);
+        let resealed = crate::seal::seal(&id.to_recipients(), &pt).unwrap();
+        [
+            parse_plaintext(&pt),
+            PackReader::open(&id, std::io::Cursor::new(&resealed)).map(|r| r.index().clone()),
+        ]
+    }
+
+    #[test]
+    fn resealed_plaintext_reads_back_both_ways() {
+        let [whole, sealed] = read_both_ways(|_| {});
+        assert_eq!(whole.unwrap(), sealed.unwrap());
+    }
+
+    #[test]
+    fn pack_with_newer_index_version_is_refused_as_unsupported() {
+        // "CFRPIDX" followed by 0x02: the index version in the trailer.
+        for r in read_both_ways(|pt| *pt.last_mut().unwrap() = 2) {
+            let e = r.unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    FormatError::UnsupportedVersion {
+                        what: "pack index",
+                        found: 2,
+                        supported: 1
+                    }
+                ),
+                "{e:?}"
+            );
+            let msg = e.to_string();
+            assert!(
+                msg.contains("pack index format version 2 is not supported"),
+                "{msg}"
+            );
+            assert!(msg.ends_with("upgrade coffer"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn pack_with_newer_pack_version_is_refused_as_unsupported() {
+        for r in read_both_ways(|pt| pt[7] = 2) {
+            let e = r.unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    FormatError::UnsupportedVersion {
+                        what: "pack",
+                        found: 2,
+                        supported: 1
+                    }
+                ),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pack_with_wrong_trailer_magic_is_bad_magic() {
+        // The X of "CFRPIDX", just before the index version byte.
+        let edit = |pt: &mut Vec<u8>| {
+            let n = pt.len();
+            pt[n - 2] = b'Y';
+        };
+        for r in read_both_ways(edit) {
+            let e = r.unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    FormatError::BadMagic {
+                        what: "pack trailer"
+                    }
+                ),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pack_with_wrong_header_magic_is_bad_magic() {
+        for r in read_both_ways(|pt| pt[0] = b'X') {
+            let e = r.unwrap_err();
+            assert!(matches!(e, FormatError::BadMagic { what: "pack" }), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn index_length_beyond_the_blobs_is_corrupt() {
+        let edit = |pt: &mut Vec<u8>| {
+            let n = pt.len();
+            let room = (n - HEADER_LEN - TAIL_LEN) as u32;
+            pt[n - TAIL_LEN..n - TAIL_LEN + 4].copy_from_slice(&(room + 1).to_le_bytes());
+        };
+        for r in read_both_ways(edit) {
+            let e = r.unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    FormatError::Corrupt {
+                        what: "pack index",
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn plaintext_shorter_than_the_framing_is_truncated() {
+        let edit = |pt: &mut Vec<u8>| pt.truncate(MIN_PLAINTEXT_LEN - 1);
+        for r in read_both_ways(edit) {
+            let e = r.unwrap_err();
+            assert!(
+                matches!(e, FormatError::Truncated { what: "pack" }),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tail_parse_checks_in_order() {
+        let mut tail = [0u8; TAIL_LEN];
+        tail[TAIL_MAGIC_OFFSET..].copy_from_slice(&PACK_TRAILER);
+        tail[..4].copy_from_slice(&5u32.to_le_bytes());
+        let len = MIN_PLAINTEXT_LEN as u64;
+        assert_eq!(
+            Tail::parse(&tail, len).unwrap(),
+            Tail {
+                index_start: HEADER_LEN as u64,
+                index_len: MIN_INDEX_LEN
+            }
+        );
+        // A too-long length is only reported once magic and version are known.
+        tail[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            Tail::parse(&tail, len),
+            Err(FormatError::Corrupt { .. })
+        ));
+        tail[TAIL_VERSION_OFFSET] = 9;
+        assert!(matches!(
+            Tail::parse(&tail, len),
+            Err(FormatError::UnsupportedVersion { found: 9, .. })
+        ));
+        tail[TAIL_MAGIC_OFFSET] = 0;
+        assert!(matches!(
+            Tail::parse(&tail, len),
+            Err(FormatError::BadMagic { .. })
+        ));
+        assert!(matches!(
+            Tail::offset(len - 1),
+            Err(FormatError::Truncated { .. })
+        ));
     }
 }

@@ -35,6 +35,7 @@ use vault_format::pack::{
     self, BlobEntry, ChunkKind, PackIndex, PackParams, PackReader, PackWriter, PACK_HEADER,
     PACK_TRAILER,
 };
+use vault_format::testdata::noise;
 use vault_format::{seal, ChunkId, FormatError, SnapshotId, VaultId};
 
 /// Every hook (a panic's message and location name the one that broke).
@@ -80,18 +81,6 @@ struct Fixtures {
     config: Vec<u8>,
     /// The `chunk_list` hook input: split byte, header, 20 entries.
     chunk_list: Vec<u8>,
-}
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Seals a pack of `blobs` (each a list of chunks) to the fuzz identity.
