@@ -27,44 +27,9 @@ use vault_format::keys::{DedupKey, Identity};
 use vault_format::pack::{ChunkKind, PackParams, PackReader, PackWriter};
 use vault_format::VaultId;
 
-/// Deterministic dump-like rows.
+/// Deterministic dump-like rows (the shared test-data generator's).
 fn dump_like(len: usize) -> Vec<u8> {
-    let names = [
-        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
-    ];
-    let streets = ["Elm St", "Oak Ave", "Pine Rd", "Maple Dr", "Cedar Ln"];
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let mut out = Vec::with_capacity(len + 256);
-    let mut id = 0u64;
-    while out.len() < len {
-        id += 1;
-        let r = next();
-        let line = format!(
-            "{id}\t{}\t{} {}\t{}.{:02}\t2026-{:02}-{:02} {:02}:{:02}:{:02}+00\t{{\"plan\": \"p{}\", \"seats\": {}, \"note\": \"{:016x}\"}}\n",
-            names[(r % 8) as usize],
-            r % 9000 + 1,
-            streets[(r >> 8) as usize % 5],
-            r % 100_000,
-            (r >> 20) % 100,
-            (r >> 24) % 12 + 1,
-            (r >> 28) % 28 + 1,
-            (r >> 32) % 24,
-            (r >> 36) % 60,
-            (r >> 40) % 60,
-            (r >> 44) % 7,
-            (r >> 48) % 500,
-            next()
-        );
-        out.extend_from_slice(line.as_bytes());
-    }
-    out.truncate(len);
-    out
+    vault_format::testdata::dump_like(len)
 }
 
 fn stages(c: &mut Criterion) {

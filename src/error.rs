@@ -125,7 +125,7 @@ impl Error {
         match self {
             Error::Tier(t) => t.is_disk_full(),
             Error::Catalog(c) => c.is_disk_full(),
-            Error::Format(FormatError::Io { source, .. }) => full(source),
+            Error::Format(FormatError::Io { io, .. }) => full(io),
             Error::Output { io, .. } | Error::Resources { io, .. } => full(io),
             Error::DiskFull { .. } => true,
             _ => false,

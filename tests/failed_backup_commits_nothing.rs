@@ -42,17 +42,7 @@ impl Source for Stream {
     }
 }
 
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use vault_format::testdata::noise;
 
 struct Fixture {
     _dir: tempfile::TempDir,

@@ -33,13 +33,7 @@ impl Source for Bytes {
 }
 
 fn data(seed: u8, n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    blake3::Hasher::new()
-        .update(b"prune-race")
-        .update(&[seed])
-        .finalize_xof()
-        .fill(&mut v);
-    v
+    vault_format::testdata::random(u64::from(seed), n)
 }
 
 fn new_vault(dir: &Path) -> Vault {

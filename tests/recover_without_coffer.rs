@@ -95,30 +95,16 @@ fn age_decrypt(identity: &Path, file: Option<&Path>, stdin: Option<&[u8]>) -> Ve
 /// ~5 MiB alternating compressible text and random bytes, with an odd tail.
 fn mixed_content() -> Vec<u8> {
     let mut out = Vec::with_capacity(5 * 1024 * 1024 + 20_000);
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut row = 0u64;
+    // Alternating stretches of compressible rows and incompressible bytes,
+    // so the vault holds both zstd and raw blobs.
+    let mut rows = vault_format::testdata::Xorshift64::new(7);
+    let mut noise = vault_format::testdata::Xorshift64::new(11);
     while out.len() < 5 * 1024 * 1024 + 12_345 {
         let seg = 37_000 + (out.len() % 50_000);
         if (out.len() / 100_000) % 2 == 0 {
-            let start = out.len();
-            while out.len() - start < seg {
-                row += 1;
-                out.extend_from_slice(
-                    format!(
-                        "{row}\tcustomer-{}\t{}\tactive\t2026-11-24\n",
-                        row % 977,
-                        row * 31
-                    )
-                    .as_bytes(),
-                );
-            }
+            out.extend_from_slice(&rows.dump_like(seg));
         } else {
-            for _ in 0..seg {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                out.push((x >> 24) as u8);
-            }
+            out.extend_from_slice(&noise.bytes(seg));
         }
     }
     out.truncate(5 * 1024 * 1024 + 12_345);

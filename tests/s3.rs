@@ -103,15 +103,7 @@ impl Host {
 }
 
 fn noise(path: &Path, len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = vault_format::testdata::noise(len, seed);
     std::fs::write(path, &data).unwrap();
     data
 }

@@ -16,15 +16,9 @@ use serde_json::Value;
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_coffer");
 
-/// `n` bytes of deterministic, incompressible data for `seed` (BLAKE3 XOF).
+/// `n` bytes of deterministic, incompressible data for `seed`.
 pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    blake3::Hasher::new()
-        .update(b"coffer-test-data")
-        .update(&seed.to_le_bytes())
-        .finalize_xof()
-        .fill(&mut v);
-    v
+    vault_format::testdata::random(seed, n)
 }
 
 /// Writes [`random_bytes`] to `path`; returns them.

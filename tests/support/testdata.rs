@@ -6,9 +6,8 @@
 //! make, so changing any of them (the generator, a seed, a size, a name, a
 //! mode or a time) makes every fixture look corrupt. The known-answer test
 //! `fixture_data_is_still_what_the_fixtures_hold` in
-//! tests/backward_compatibility.rs fails first and says so. (A shared
-//! `vault_format::testdata` module is to replace this one; it must make the
-//! same bytes.)
+//! tests/backward_compatibility.rs fails first and says so. The bytes come
+//! from the shared `vault_format::testdata::Xof`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -19,31 +18,8 @@ use std::time::{Duration, UNIX_EPOCH};
 /// included.
 pub const TREE_MTIME: u64 = 1_764_000_000;
 
-/// A seeded stream of pseudo-random bytes: BLAKE3's extendable output,
-/// keyed by a context string of its own and the seed.
-pub struct Rng(blake3::OutputReader);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        let mut h = blake3::Hasher::new_derive_key("coffer tests testdata v1");
-        h.update(&seed.to_le_bytes());
-        Rng(h.finalize_xof())
-    }
-
-    /// The next `n` bytes.
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut v = vec![0u8; n];
-        self.0.fill(&mut v);
-        v
-    }
-
-    /// The next little-endian u64.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut b = [0u8; 8];
-        self.0.fill(&mut b);
-        u64::from_le_bytes(b)
-    }
-}
+/// The seeded stream the fixtures were made from: the shared generator's.
+pub use vault_format::testdata::Xof as Rng;
 
 /// `n` bytes shaped like the data section of a plain-text `pg_dump`: rows of
 /// an id, a hex name, an amount and a status, tab-separated. Compressible

@@ -4,16 +4,17 @@
 //! pack or manifest that is damaged) but crypto failures carry no detail that
 //! would help an attacker: "could not be decrypted with the given identity".
 //!
-//! A variant that wraps another error returns it from
-//! [`std::error::Error::source`] and does not repeat it in its own message:
-//! a caller printing the whole chain (anyhow's `{:#}`) then names each cause
-//! exactly once ("I/O error while processing pack: No space left on device").
+//! A variant that wraps another error says it in its own message and does
+//! not also return it from [`std::error::Error::source`]: a caller printing
+//! the whole chain (anyhow's `{:#}`) then names each cause exactly once
+//! ("I/O error while processing pack: No space left on device"), and one
+//! that keeps only the message keeps the cause.
 
 use thiserror::Error;
 
 /// Everything that can go wrong while encoding, decoding, sealing or opening
 /// a vault object.
-// Field names (what, found, detail, source) say what they hold.
+// Field names (what, found, detail, io) say what they hold.
 #[allow(missing_docs)]
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -47,12 +48,14 @@ pub enum FormatError {
     InvalidKey { what: &'static str, detail: String },
 
     /// Reading or writing the underlying stream failed. The I/O error is
-    /// the [`source`](std::error::Error::source), not part of the message.
-    #[error("I/O error while processing {what}")]
+    /// part of the message, not a [`source`](std::error::Error::source), as
+    /// in the main crate's errors: each cause is printed once, and a caller
+    /// that keeps only `to_string()` (a problem list, a run record) keeps
+    /// the cause too.
+    #[error("I/O error while processing {what}: {io}")]
     Io {
         what: &'static str,
-        #[source]
-        source: std::io::Error,
+        io: std::io::Error,
     },
 }
 
@@ -69,7 +72,7 @@ impl FormatError {
             if source.kind() == std::io::ErrorKind::UnexpectedEof {
                 FormatError::Truncated { what }
             } else {
-                FormatError::Io { what, source }
+                FormatError::Io { what, io: source }
             }
         }
     }

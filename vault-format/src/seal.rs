@@ -93,7 +93,7 @@ pub(crate) fn map_payload_error(e: std::io::Error, what: &'static str) -> Format
     match e.kind() {
         std::io::ErrorKind::InvalidData => FormatError::Decrypt { what },
         std::io::ErrorKind::UnexpectedEof => FormatError::Truncated { what },
-        _ => FormatError::Io { what, source: e },
+        _ => FormatError::Io { what, io: e },
     }
 }
 
