@@ -93,7 +93,7 @@ class Rustic(compare.Tool):
         run(["rustic", "-r", self.repo, "init"], "rustic init", env=self.env)
 
     def backup(self, night, dump):
-        return ["rustic", "-r", self.repo, "backup", "--host", "bench", "--time", night_time(night)[1],
+        return ["rustic", "-r", self.repo, "backup", "--host", "bench", "--time", night_time(night)[1] + "+0000",
                 os.path.basename(dump)], os.path.dirname(dump)
 
     def forget_prune(self):

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use coffer::commands::prune::{self, PruneReport};
+use coffer::deletion::prune::TierPrune;
 use coffer::retention::policy::parse_duration;
 
 use super::forget::{deletions_status, deletions_text};
@@ -106,45 +107,7 @@ impl Render for PruneReport {
             eprintln!("coffer: warning: {p}");
         }
         for t in &self.tiers {
-            note(
-                v,
-                &format!(
-                    "coffer: tier {}: {} condemned, {} {} ({}), {} recovered{}{}",
-                    t.tier,
-                    t.condemned,
-                    t.deleted,
-                    if self.dry_run { "to delete" } else { "deleted" },
-                    bytes(t.bytes_freed),
-                    t.recovered,
-                    if t.marks_in_grace > 0 {
-                        format!(
-                            ", {} mark(s) within the {} grace period",
-                            t.marks_in_grace,
-                            humantime::format_duration(std::time::Duration::from_secs(
-                                self.grace_seconds
-                            ))
-                        )
-                    } else {
-                        String::new()
-                    },
-                    if t.retention_extended > 0 {
-                        format!(
-                            ", Object Lock extended on {} object(s)",
-                            t.retention_extended
-                        )
-                    } else {
-                        String::new()
-                    }
-                ),
-            );
-            if !t.waiting_for.is_empty() {
-                eprintln!(
-                    "coffer: tier {}: {} mark(s) wait for running backups (lock {}) before their packs can go",
-                    t.tier,
-                    t.waiting_for.len(),
-                    t.waiting_for[0]
-                );
-            }
+            tier_text(v, t, self.dry_run, self.grace_seconds);
         }
         let deletions: Vec<_> = self.tiers.iter().map(|t| t.deletions.clone()).collect();
         deletions_text(v, &deletions, "object");
@@ -156,5 +119,46 @@ impl Render for PruneReport {
             return coffer::error::exit::OFFSITE_PENDING;
         }
         deletions_status(&deletions)
+    }
+}
+
+/// One tier's line (and its waiting marks).
+fn tier_text(v: Verbosity, t: &TierPrune, dry_run: bool, grace_seconds: u64) {
+    note(
+        v,
+        &format!(
+            "coffer: tier {}: {} condemned, {} {} ({}), {} recovered{}{}",
+            t.tier,
+            t.condemned,
+            t.deleted,
+            if dry_run { "to delete" } else { "deleted" },
+            bytes(t.bytes_freed),
+            t.recovered,
+            if t.marks_in_grace > 0 {
+                format!(
+                    ", {} mark(s) within the {} grace period",
+                    t.marks_in_grace,
+                    humantime::format_duration(std::time::Duration::from_secs(grace_seconds))
+                )
+            } else {
+                String::new()
+            },
+            if t.retention_extended > 0 {
+                format!(
+                    ", Object Lock extended on {} object(s)",
+                    t.retention_extended
+                )
+            } else {
+                String::new()
+            }
+        ),
+    );
+    if !t.waiting_for.is_empty() {
+        eprintln!(
+                "coffer: tier {}: {} mark(s) wait for running backups (lock {}) before their packs can go",
+                t.tier,
+                t.waiting_for.len(),
+                t.waiting_for[0]
+            );
     }
 }

@@ -6,7 +6,14 @@
 //! - [`marks`]: condemned marks, which backups read so they never reuse a
 //!   pack prune is about to delete;
 //! - [`pins`]: pin objects;
-//! - [`pending`]: carrying out deletions the catalog recorded.
+//! - [`pending`]: carrying out deletions the catalog recorded;
+//! - [`refresh`]: the catalog brought up to date with the tiers;
+//! - [`live`]: the live set (a Bloom filter over every kept chunk);
+//! - [`repack`]: live chunks of sparse packs rewritten into new packs;
+//! - [`prune`]: the two phases that tie it together.
+//!
+//! `forget` and `pin` are commands over these ([`crate::commands`]); the
+//! policies that decide what to forget are [`crate::retention`].
 
 pub mod live;
 pub mod locks;

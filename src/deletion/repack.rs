@@ -89,45 +89,13 @@ pub fn repack(
         out: Repacked::default(),
     };
     let mut runs = [Run::default(), Run::default()];
-    let mut decoder = BlobDecoder::new()?;
-    let (mut stored, mut raw) = (Vec::new(), Vec::new());
+    let mut reader = Reader {
+        decoder: BlobDecoder::new()?,
+        stored: Vec::new(),
+        raw: Vec::new(),
+    };
     for p in old {
-        let moved = (|| -> std::result::Result<u64, String> {
-            let mut reader = open_pack(ctx, p)?;
-            let mut n = 0;
-            for b in reader.index().blobs.clone() {
-                reader
-                    .read_blob(&b, &mut stored)
-                    .map_err(|e| e.to_string())?;
-                decoder
-                    .decode(b.codec, &stored, b.raw_len as usize, &mut raw)
-                    .map_err(|e| e.to_string())?;
-                let run = &mut runs[(b.kind == ChunkKind::List) as usize];
-                let mut off = 0usize;
-                for (id, len) in &b.chunks {
-                    let bytes = &raw[off..off + *len as usize];
-                    off += *len as usize;
-                    let first_here = catalog.chunk_pack(id).map_err(|e| e.to_string())? == Some(*p);
-                    if !live.may_contain(id) || !first_here {
-                        continue;
-                    }
-                    if ctx.idkey.id(bytes) != *id {
-                        return Err(format!(
-                            "chunk {} fails its keyed hash check",
-                            &id.to_hex()[..16]
-                        ));
-                    }
-                    run.raw.extend_from_slice(bytes);
-                    run.chunks.push((*id, *len));
-                    n += 1;
-                    if run.raw.len() >= w.blob_target {
-                        w.flush(b.kind, run).map_err(|e| e.to_string())?;
-                    }
-                }
-            }
-            Ok(n)
-        })();
-        match moved {
+        match reader.move_live(ctx, &catalog, live, p, &mut runs, &mut w) {
             Ok(n) => {
                 w.out.chunks += n;
                 w.out.packs.push(*p);
@@ -153,6 +121,61 @@ pub fn repack(
     let out = w.out;
     copy_out(target, &catalog, &out.new_packs, progress)?;
     Ok(out)
+}
+
+/// Reads old packs: buffers for one blob at a time.
+struct Reader {
+    decoder: BlobDecoder,
+    stored: Vec<u8>,
+    raw: Vec<u8>,
+}
+
+impl Reader {
+    /// Moves the live chunks whose first location is pack `p` into the
+    /// runs (flushing full ones to the writer); returns how many.
+    fn move_live(
+        &mut self,
+        ctx: &ReadContext,
+        catalog: &Catalog,
+        live: &LiveSet,
+        p: &PackId,
+        runs: &mut [Run; 2],
+        w: &mut Writer<'_, '_>,
+    ) -> std::result::Result<u64, String> {
+        let mut reader = open_pack(ctx, p)?;
+        let mut n = 0;
+        for b in reader.index().blobs.clone() {
+            reader
+                .read_blob(&b, &mut self.stored)
+                .map_err(|e| e.to_string())?;
+            self.decoder
+                .decode(b.codec, &self.stored, b.raw_len as usize, &mut self.raw)
+                .map_err(|e| e.to_string())?;
+            let run = &mut runs[(b.kind == ChunkKind::List) as usize];
+            let mut off = 0usize;
+            for (id, len) in &b.chunks {
+                let bytes = &self.raw[off..off + *len as usize];
+                off += *len as usize;
+                let first_here = catalog.chunk_pack(id).map_err(|e| e.to_string())? == Some(*p);
+                if !live.may_contain(id) || !first_here {
+                    continue;
+                }
+                if ctx.idkey.id(bytes) != *id {
+                    return Err(format!(
+                        "chunk {} fails its keyed hash check",
+                        &id.to_hex()[..16]
+                    ));
+                }
+                run.raw.extend_from_slice(bytes);
+                run.chunks.push((*id, *len));
+                n += 1;
+                if run.raw.len() >= w.blob_target {
+                    w.flush(b.kind, run).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        Ok(n)
+    }
 }
 
 struct Writer<'s, 'a> {
