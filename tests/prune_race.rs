@@ -126,7 +126,14 @@ fn race_at(at: usize) -> (Vec<String>, bool) {
         }))),
         steps: Mutex::new(Vec::new()),
     };
-    let opts = prune::options(&vault, false, Some(std::time::Duration::ZERO), Some(0.0)).unwrap();
+    let opts = prune::options(
+        &vault,
+        false,
+        Some(std::time::Duration::ZERO),
+        Some(0.0),
+        Some(100.0),
+    )
+    .unwrap();
     let ctx = commands::read_context(&vault, None, "prune").unwrap();
     prune::prune(&vault, &ctx, &opts, &p).unwrap();
     let steps = p.steps.into_inner().unwrap();
@@ -141,7 +148,14 @@ fn race_at(at: usize) -> (Vec<String>, bool) {
     let rep = verify::verify(&vault, Some(&ctx), &Silent).unwrap();
     assert!(rep.problems.is_empty(), "step {at}: {:?}", rep.problems);
     // A second prune completes what the race held back, and still loses nothing.
-    let opts = prune::options(&vault, false, Some(std::time::Duration::ZERO), Some(0.0)).unwrap();
+    let opts = prune::options(
+        &vault,
+        false,
+        Some(std::time::Duration::ZERO),
+        Some(0.0),
+        Some(100.0),
+    )
+    .unwrap();
     prune::prune(&vault, &ctx, &opts, &Silent).unwrap();
     if let Some(id) = *racer.lock().unwrap() {
         assert_eq!(

@@ -174,14 +174,21 @@ def nights(a, work, res, tools, env, logdir):
             res["restore_night1"] = restores(tools, night, want, work, logdir, "night1", env, a.repeat)
         for name in rot:
             walls, rss, cpu = 0.0, 0, 0.0
+            report = None
             for i, cmd in enumerate(tools[name].forget_prune()):
                 r = timed(cmd, logdir, f"{name}-prune-{night}-{i}", env=env)
+                if name == "coffer" and "prune" in cmd:
+                    try:
+                        report = json.loads(r["stdout"])
+                    except ValueError:
+                        pass
                 walls += r["wall"]
                 rss = max(rss, r["rss_kib"])
                 cpu += r["user"] + r["sys"]
             stored = tools[name].stored()
             rec["stored"][name] = stored
-            res["prune"][name].append({"night": night, "wall": walls, "rss_kib": rss, "cpu": cpu, "stored": stored})
+            res["prune"][name].append({"night": night, "wall": walls, "rss_kib": rss, "cpu": cpu, "stored": stored,
+                                       "report": report})
         res["nights"].append(rec)
         log(f"night {night}: dump {rec['dump_bytes'] / MB:.0f} MB; stored " +
             ", ".join(f"{n} {rec['stored'][n] / MB:.0f} MB" for n in order) + "; prune " +

@@ -22,6 +22,10 @@ pub struct PruneArgs {
     /// [default: [prune] max-unused in the settings, else 5].
     #[arg(long, value_name = "PERCENT")]
     pub max_unused: Option<f64>,
+    /// Rewrite at most this percentage of stored bytes in one run [default:
+    /// [prune] max-repack, else 10].
+    #[arg(long, value_name = "PERCENT")]
+    pub max_repack: Option<f64>,
     /// How long a condemned pack waits before it is deleted [default:
     /// [prune] grace, else 23h]. `0` deletes at once: only for a vault that
     /// no other host writes to (a running backup still stops it).
@@ -41,7 +45,7 @@ fn parse_grace(s: &str) -> Result<std::time::Duration, String> {
 
 pub fn run(ctx: &Ctx, a: PruneArgs) -> Result<i32> {
     let vault = ctx.vault()?;
-    let opts = prune::options(&vault, a.dry_run, a.grace, a.max_unused)?;
+    let opts = prune::options(&vault, a.dry_run, a.grace, a.max_unused, a.max_repack)?;
     let rctx = coffer::commands::read_context(&vault, a.identity.as_deref(), "prune")?;
     let rep = with_progress(ctx.v, "pruning", |p| prune::prune(&vault, &rctx, &opts, p))?;
     Ok(render(ctx.v, &rep))

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use crate::catalog::{Outcome, RunKind, RunSummary};
-pub use crate::deletion::prune::{PruneOptions, PruneReport, DEFAULT_GRACE, DEFAULT_MAX_UNUSED};
+pub use crate::deletion::prune::{
+    PruneOptions, PruneReport, DEFAULT_GRACE, DEFAULT_MAX_REPACK, DEFAULT_MAX_UNUSED,
+};
 use crate::error::{Error, Result};
 use crate::pipeline::fetch::ReadContext;
 use crate::progress::Progress;
@@ -38,8 +40,8 @@ impl RunSummary for PruneReport {
     }
 }
 
-/// The grace and unused limit: the command line's, else the settings',
-/// else the defaults.
+/// The grace and the repack limits: the command line's, else the
+/// settings', else the defaults.
 ///
 /// # Errors
 /// [`Error::Config`] for a grace or limit in the settings that does not
@@ -49,6 +51,7 @@ pub fn options(
     dry_run: bool,
     grace: Option<Duration>,
     max_unused: Option<f64>,
+    max_repack: Option<f64>,
 ) -> Result<PruneOptions> {
     let p = &vault.settings.prune;
     let grace = match (grace, &p.grace) {
@@ -58,15 +61,19 @@ pub fn options(
         (None, None) => DEFAULT_GRACE,
     };
     let max_unused = max_unused.or(p.max_unused).unwrap_or(DEFAULT_MAX_UNUSED);
-    if !(0.0..=100.0).contains(&max_unused) {
-        return Err(Error::Config(format!(
-            "max-unused {max_unused} is not a percentage between 0 and 100"
-        )));
+    let max_repack = max_repack.or(p.max_repack).unwrap_or(DEFAULT_MAX_REPACK);
+    for (name, v) in [("max-unused", max_unused), ("max-repack", max_repack)] {
+        if !(0.0..=100.0).contains(&v) {
+            return Err(Error::Config(format!(
+                "{name} {v} is not a percentage between 0 and 100"
+            )));
+        }
     }
     Ok(PruneOptions {
         dry_run,
         grace,
         max_unused,
+        max_repack,
     })
 }
 

@@ -151,24 +151,38 @@ impl Reader {
             self.decoder
                 .decode(b.codec, &self.stored, b.raw_len as usize, &mut self.raw)
                 .map_err(|e| e.to_string())?;
-            let run = &mut runs[(b.kind == ChunkKind::List) as usize];
+            let mut keep = Vec::with_capacity(b.chunks.len());
             let mut off = 0usize;
             for (id, len) in &b.chunks {
                 let bytes = &self.raw[off..off + *len as usize];
                 off += *len as usize;
                 let first_here = catalog.chunk_pack(id).map_err(|e| e.to_string())? == Some(*p);
-                if !live.may_contain(id) || !first_here {
-                    continue;
-                }
-                if ctx.idkey.id(bytes) != *id {
+                let wanted = live.may_contain(id) && first_here;
+                if wanted && ctx.idkey.id(bytes) != *id {
                     return Err(format!(
                         "chunk {} fails its keyed hash check",
                         &id.to_hex()[..16]
                     ));
                 }
+                keep.push(wanted);
+            }
+            n += keep.iter().filter(|k| **k).count() as u64;
+            if keep.iter().all(|k| *k) {
+                // Wholly live: the stored blob moves as it is, without
+                // compressing it again.
+                w.verbatim(&b, &self.stored).map_err(|e| e.to_string())?;
+                continue;
+            }
+            let run = &mut runs[(b.kind == ChunkKind::List) as usize];
+            let mut off = 0usize;
+            for ((id, len), wanted) in b.chunks.iter().zip(keep) {
+                let bytes = &self.raw[off..off + *len as usize];
+                off += *len as usize;
+                if !wanted {
+                    continue;
+                }
                 run.raw.extend_from_slice(bytes);
                 run.chunks.push((*id, *len));
-                n += 1;
                 if run.raw.len() >= w.blob_target {
                     w.flush(b.kind, run).map_err(|e| e.to_string())?;
                 }
@@ -187,6 +201,15 @@ struct Writer<'s, 'a> {
 }
 
 impl Writer<'_, '_> {
+    /// Stores a wholly live blob as it is.
+    fn verbatim(&mut self, b: &vault_format::pack::BlobEntry, stored: &[u8]) -> Result<()> {
+        self.out.bytes += stored.len() as u64;
+        if let Some(done) = self.sink.add(b.codec, b.kind, stored, b.chunks.clone())? {
+            self.out.new_packs.push(done.id);
+        }
+        Ok(())
+    }
+
     fn flush(&mut self, kind: ChunkKind, run: &mut Run) -> Result<()> {
         if run.chunks.is_empty() {
             return Ok(());

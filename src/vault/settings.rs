@@ -81,6 +81,10 @@ pub struct PruneSettings {
     /// [default: 5].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_unused: Option<f64>,
+    /// Rewrite at most this percentage of stored bytes per prune
+    /// [default: 10].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_repack: Option<f64>,
 }
 
 impl PruneSettings {

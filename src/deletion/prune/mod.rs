@@ -32,6 +32,10 @@ use crate::vault::Vault;
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(23 * 3600);
 /// Repack while more than this share of stored bytes is unused.
 pub const DEFAULT_MAX_UNUSED: f64 = 5.0;
+/// Rewrite at most this share of stored bytes in one prune: with 8 KiB
+/// chunks, dead data is spread thin over many packs, and reclaiming every
+/// last percent at once would rewrite most of the vault every night.
+pub const DEFAULT_MAX_REPACK: f64 = 10.0;
 
 /// How to prune.
 #[derive(Debug, Clone)]
@@ -42,6 +46,8 @@ pub struct PruneOptions {
     pub grace: Duration,
     /// Repack until at most this percentage of stored bytes is unused.
     pub max_unused: f64,
+    /// Rewrite at most this percentage of stored bytes per run.
+    pub max_repack: f64,
 }
 
 /// Per tier, what prune did (`--json`).
@@ -357,7 +363,8 @@ impl Run<'_> {
     }
 
     /// Packs to repack: the sparsest first, until the unused bytes of the
-    /// packs kept are within `max_unused`.
+    /// packs kept are within `max_unused`, and no more than `max_repack` of
+    /// the stored bytes in one run (the rest waits for the next).
     fn choose_repack(&self, dead: &BTreeSet<PackId>) -> Vec<PackId> {
         let mut kept: Vec<(&PackId, &PackStat)> = self
             .stats
@@ -367,6 +374,8 @@ impl Run<'_> {
         let total: u64 = kept.iter().map(|(_, s)| s.size).sum();
         let mut unused: u64 = kept.iter().map(|(_, s)| s.unused()).sum();
         let limit = (total as f64 * self.opts.max_unused / 100.0) as u64;
+        let budget = (total as f64 * self.opts.max_repack / 100.0) as u64;
+        let mut spent = 0u64;
         kept.sort_by(|a, b| {
             let fa = a.1.unused() as f64 / a.1.size.max(1) as f64;
             let fb = b.1.unused() as f64 / b.1.size.max(1) as f64;
@@ -377,6 +386,12 @@ impl Run<'_> {
             if unused <= limit || s.unused() == 0 {
                 break;
             }
+            // The live part is what repacking it rewrites.
+            let cost = s.size - s.unused();
+            if spent + cost > budget && !out.is_empty() {
+                break;
+            }
+            spent += cost;
             unused -= s.unused();
             out.push(*p);
         }
