@@ -275,6 +275,7 @@ def main():
     p.add_argument("--coffer", default=None)
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--pg-bin", default=None)
+    p.add_argument("--keep", action="store_true", help="keep the work directory (repositories) for profiling")
     a = p.parse_args()
     a.tools = [t for t in a.tools.split(",") if t]
     a.idle_wait = 0
@@ -315,7 +316,10 @@ def main():
         cl = res.pop("_cluster", None)
         if cl:
             cl.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if a.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     if status:
         return status
     md = summary(a, res)
