@@ -332,13 +332,15 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn remove_packs(&mut self, ids: &[PackId]) -> Result<(), CatalogError> {
+    pub fn remove_packs(&self, ids: &[PackId]) -> Result<(), CatalogError> {
         if ids.is_empty() {
             return Ok(());
         }
         let path = self.path.clone();
         let e = |e| super::sql_err(&path, e);
-        let tx = self.conn.transaction().map_err(e)?;
+        // Unchecked: `&self` callers (carrying out recorded deletions inside
+        // a recorded run) hold no other transaction on this connection.
+        let tx = self.conn.unchecked_transaction().map_err(e)?;
         tx.execute_batch(
             "CREATE TEMP TABLE IF NOT EXISTS doomed_blobs(id INTEGER PRIMARY KEY);
              CREATE TEMP TABLE IF NOT EXISTS orphaned(id BLOB PRIMARY KEY) WITHOUT ROWID;
@@ -386,6 +388,41 @@ impl Catalog {
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
+    }
+
+    /// The pack's copy in `tier` was deleted (a recorded deletion carried
+    /// out): forgets it, and the pack itself once no tier stores a copy.
+    /// Returns whether the pack left the catalog.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn pack_copy_deleted(&self, id: &PackId, tier: &str) -> Result<bool, CatalogError> {
+        self.remove_pack_copy(id, tier)?;
+        let stored: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM pack_copies WHERE pack_id = ?1 AND state IN (?2, ?3)",
+                params![
+                    Sql(*id),
+                    CopyState::Present.as_str(),
+                    CopyState::Corrupt.as_str()
+                ],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        let known: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM packs WHERE id = ?1)",
+                [Sql(*id)],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        if stored > 0 || !known {
+            return Ok(false);
+        }
+        self.remove_packs(&[*id])?;
+        Ok(true)
     }
 
     /// Until when S3 Object Lock retains each pack's copy in `tier`, where

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::catalog::Catalog;
 use crate::error::Result;
 use crate::progress::{Event, Progress};
-use crate::tier::{Removal, Tier};
+use crate::tier::{keys, Removal, Tier};
 
 /// What carrying out deletions did in one tier.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -20,6 +20,9 @@ pub struct TierDeletions {
     pub tier: String,
     /// Objects deleted.
     pub deleted: u64,
+    /// Their keys.
+    #[serde(skip)]
+    pub removed: Vec<String>,
     /// Objects S3 Object Lock still retains: key, until when.
     pub retained: Vec<(String, Option<String>)>,
     /// Deletes that failed (the tier unreachable, …): key, why.
@@ -34,7 +37,11 @@ impl TierDeletions {
 }
 
 /// Carries out every recorded deletion in `tiers` whose key `want`s.
-/// Records whose retention has not ended yet are left untouched.
+/// Records whose retention has not ended yet are left untouched. A pack
+/// deleted from a tier leaves the catalog's copies there, and the catalog
+/// once no tier stores it: whoever carries out a deletion another run
+/// recorded (sync, the next prune) leaves the catalog as that run would
+/// have.
 ///
 /// # Errors
 /// Catalog errors; tier failures are reported per object.
@@ -70,9 +77,13 @@ pub fn run(
             }
             match t.remove(&d.key) {
                 Ok(Removal::Removed) => {
+                    if let Some(p) = keys::parse_pack(&d.key) {
+                        catalog.pack_copy_deleted(&p, t.name())?;
+                    }
                     catalog.deletion_done(&d.key, t.name())?;
                     rep.deleted += 1;
                     progress.event(&Event::Step(format!("deleted {} from {}", d.key, t.name())));
+                    rep.removed.push(d.key);
                 }
                 Ok(Removal::Retained { until }) => {
                     catalog.deletion_failed(

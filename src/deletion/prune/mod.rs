@@ -240,6 +240,15 @@ impl Run<'_> {
             // cut short, an unreachable tier, Object Lock): decided with
             // full knowledge then, and their packs still condemned.
             let done = pending::run(&self.catalog, &tiers, |_| true, self.progress)?;
+            // What is gone from a tier is gone from its view: the marks that
+            // named it are rewritten without it, not taken as recovered.
+            for v in &mut self.views {
+                if let Some(d) = done.iter().find(|d| d.tier == v.tier.name()) {
+                    for p in d.removed.iter().filter_map(|k| keys::parse_pack(k)) {
+                        v.packs.remove(&p);
+                    }
+                }
+            }
             self.tier_reports(done);
         } else {
             self.tier_reports(Vec::new());

@@ -214,16 +214,9 @@ impl Run<'_> {
                 r.retained.extend(d.retained.iter().cloned());
                 r.failed.extend(d.failed.iter().cloned());
                 // What is gone from the tier is gone from the view.
-                let kept: HashSet<&String> = d
-                    .retained
-                    .iter()
-                    .map(|(k, _)| k)
-                    .chain(d.failed.iter().map(|(k, _)| k))
-                    .collect();
-                v.packs.retain(|p, _| {
-                    let k = keys::pack(p);
-                    !keys.contains(&k) || kept.contains(&k)
-                });
+                for p in d.removed.iter().filter_map(|k| keys::parse_pack(k)) {
+                    v.packs.remove(&p);
+                }
             }
         }
         Ok(())
