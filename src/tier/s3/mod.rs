@@ -437,14 +437,22 @@ impl S3Tier {
     /// delete marker).
     async fn versions(&self, key: &str) -> Result<Vec<(Option<String>, bool)>, TierError> {
         let full = self.full(key);
-        let vs = self
+        let listed = self
             .client
             .list_object_versions()
             .bucket(&self.settings.bucket)
             .prefix(&full)
             .send()
-            .await
-            .map_err(|e| self.err("list versions", key, e))?;
+            .await;
+        let vs = match listed {
+            Ok(vs) => vs,
+            // A store without versioning (s3s-fs, Garage) keeps one
+            // version: a plain delete removes it.
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(501) => {
+                return Ok(vec![(None, false)]);
+            }
+            Err(e) => return Err(self.err("list versions", key, e)),
+        };
         let mut out: Vec<(Option<String>, bool)> = vs
             .versions()
             .iter()
@@ -457,6 +465,12 @@ impl S3Tier {
                 .filter(|m| m.key() == Some(full.as_str()))
                 .map(|m| (m.version_id().map(str::to_string), true)),
         );
+        if out.is_empty() {
+            // Listed as having no version (a store that lists versions of
+            // versioned buckets only): the plain delete is harmless if the
+            // object is indeed gone.
+            out.push((None, false));
+        }
         Ok(out)
     }
 
