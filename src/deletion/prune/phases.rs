@@ -91,9 +91,12 @@ impl Run<'_> {
         if self.rescan()? {
             self.analyze()?;
         }
-        let mut deleting: HashSet<PackId> = HashSet::new();
         let mut decided: Vec<(usize, Vec<PackId>)> = Vec::new();
         for (i, ks) in eligible.iter().enumerate() {
+            // Per tier: a pack deleted from one tier may (and should) go
+            // from the next too; within a tier, a copy's other home must
+            // not be going in the same run.
+            let mut deleting: HashSet<PackId> = HashSet::new();
             let mut del = Vec::new();
             for &k in ks {
                 for p in self.marks[i][k].mark.packs.clone() {
@@ -125,14 +128,17 @@ impl Run<'_> {
         let tiers: Vec<Arc<dyn Tier>> = self.views.iter().map(|v| v.tier.clone()).collect();
         let (views, _) = refresh::list(&tiers);
         let identity = self.ctx.identity.clone();
-        refresh::refresh(
+        let learned = refresh::refresh(
             &mut self.catalog,
             &views,
             None,
             &self.vault.config,
-            &identity,
-            self.progress,
+            Some(&identity),
         )?;
+        self.progress.event(&Event::Step(format!(
+            "prune: refreshed ({})",
+            learned.summary()
+        )));
         for (v, nv) in self.views.iter_mut().zip(views) {
             v.snapshots = nv.snapshots;
         }
