@@ -38,6 +38,9 @@ pub struct SyncReport {
     pub objects_deleted: u64,
     /// Deletions S3 Object Lock still refuses (retried by later runs).
     pub deletions_retained: u64,
+    /// Snapshots of other hosts that no tier holds any more (their host
+    /// forgot them): dropped from this catalog.
+    pub forgotten_elsewhere: u64,
     /// What could not be done (pack or snapshot, why).
     pub problems: Vec<String>,
 }
@@ -176,7 +179,22 @@ fn sync_manifests(
                 rep.manifests_copied += 1;
                 progress.event(&Event::ManifestStored { id: s.id });
             }
-            Err(e) => {
+            // In no tier at all: another host forgot its snapshot (this
+            // catalog learned it before). It leaves the catalog, as prune's
+            // refresh would drop it; this host's own stays, and is a
+            // problem (its manifest is lost, or another host forgot it).
+            Err(CopyFailure::Nowhere) if s.host != crate::util::hostname() => {
+                catalog.forget_snapshots(&[s.id], &[])?;
+                rep.forgotten_elsewhere += 1;
+            }
+            Err(CopyFailure::Nowhere) => {
+                catalog.set_snapshot_copy(&s.id, t.name(), CopyState::Pending)?;
+                rep.problems.push(format!(
+                    "snapshot {} of this host is in no tier (its manifest is lost, or another host forgot it): `coffer forget {}` if it should go",
+                    s.id, s.id
+                ));
+            }
+            Err(CopyFailure::Failed(e)) => {
                 catalog.set_snapshot_copy(&s.id, t.name(), CopyState::Pending)?;
                 rep.problems.push(format!(
                     "manifest of snapshot {} could not be copied to {}: {e}",
@@ -189,13 +207,22 @@ fn sync_manifests(
     Ok(())
 }
 
+/// Why a manifest could not be copied.
+enum CopyFailure {
+    /// Every other tier answered that it does not hold it.
+    Nowhere,
+    /// Why, per tier.
+    Failed(String),
+}
+
 fn copy_manifest(
     tiers: &[Arc<dyn Tier>],
     target: usize,
     _id: &SnapshotId,
     key: &str,
-) -> Result<(), String> {
+) -> Result<(), CopyFailure> {
     let mut why = Vec::new();
+    let mut nowhere = true;
     for (i, s) in tiers.iter().enumerate() {
         if i == target {
             continue;
@@ -205,12 +232,19 @@ fn copy_manifest(
                 return tiers[target]
                     .put_bytes(key, &b)
                     .map(|_| ())
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| CopyFailure::Failed(e.to_string()))
             }
-            Err(e) => why.push(e.to_string()),
+            Err(e) => {
+                nowhere &= e.is_not_found();
+                why.push(e.to_string());
+            }
         }
     }
-    Err(why.join("; "))
+    Err(if nowhere && !why.is_empty() {
+        CopyFailure::Nowhere
+    } else {
+        CopyFailure::Failed(why.join("; "))
+    })
 }
 
 /// Copies one pack, checking its hash on the way when it is downloaded.

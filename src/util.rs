@@ -37,6 +37,15 @@ pub fn parse_time(s: &str) -> Option<SystemTime> {
 
 /// This machine's host name, for manifests.
 pub fn hostname() -> String {
+    // A container's hostname is its id, new each time it is recreated:
+    // COFFER_HOST gives the host a name that lasts (it decides which
+    // snapshots are this host's own, see vault-format/SPEC.md "Deletion").
+    if let Some(h) = std::env::var("COFFER_HOST")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+    {
+        return h.trim().to_string();
+    }
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()

@@ -109,6 +109,34 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
+    /// The chunks whose first location is in one of `packs`, with it.
+    ///
+    /// # Errors
+    /// SQLite errors; [`CatalogError::Damaged`] for a malformed row.
+    pub fn chunks_first_in(
+        &self,
+        packs: &[PackId],
+    ) -> Result<Vec<(ChunkId, PackId)>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT c.id FROM chunks c JOIN blobs b ON b.id = c.blob WHERE b.pack_id = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for p in packs {
+            let rows = st
+                .query_map([Sql(*p)], |r| {
+                    r.get::<_, Sql<ChunkId>>(0).map(|c| (c.0, *p))
+                })
+                .map_err(|e| self.err(e))?;
+            for r in rows {
+                out.push(r.map_err(|e| self.err(e))?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of chunks known (sizes the dedup filter).
     ///
     /// # Errors

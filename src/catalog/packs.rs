@@ -376,6 +376,63 @@ impl Catalog {
         tx.commit().map_err(e)
     }
 
+    /// Packs gone from every tier: each chunk whose first location is in
+    /// one of them and that has a further copy elsewhere moves its first
+    /// location there (the gone one is kept as a copy, so the move loses
+    /// nothing if the pack comes back). Chunks with no other copy stay:
+    /// they are lost, or dead, and prune (which knows which) decides.
+    /// Returns how many chunks moved.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn move_chunks_out_of(&self, ids: &[PackId]) -> Result<u64, CatalogError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let path = self.path.clone();
+        let e = |e| super::sql_err(&path, e);
+        let tx = self.conn.unchecked_transaction().map_err(e)?;
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS gone_blobs(id INTEGER PRIMARY KEY);
+             CREATE TEMP TABLE IF NOT EXISTS moving(id BLOB PRIMARY KEY, blob INTEGER, offset INTEGER, length INTEGER) WITHOUT ROWID;
+             DELETE FROM gone_blobs; DELETE FROM moving;",
+        )
+        .map_err(e)?;
+        for id in ids {
+            tx.execute(
+                "INSERT OR IGNORE INTO gone_blobs SELECT id FROM blobs WHERE pack_id = ?1",
+                [Sql(*id)],
+            )
+            .map_err(e)?;
+        }
+        let moved = tx
+            .execute(
+                "INSERT OR IGNORE INTO moving
+                     SELECT cc.id, cc.blob, cc.offset, cc.length FROM chunks c
+                     JOIN chunk_copies cc ON cc.id = c.id
+                     WHERE c.blob IN (SELECT id FROM gone_blobs)
+                       AND cc.blob NOT IN (SELECT id FROM gone_blobs)",
+                [],
+            )
+            .map_err(e)?;
+        tx.execute_batch(
+            "INSERT OR IGNORE INTO chunk_copies(id, blob, offset, length)
+                 SELECT c.id, c.blob, c.offset, c.length FROM chunks c
+                 WHERE c.id IN (SELECT id FROM moving);
+             UPDATE chunks SET
+                 blob = (SELECT m.blob FROM moving m WHERE m.id = chunks.id),
+                 offset = (SELECT m.offset FROM moving m WHERE m.id = chunks.id),
+                 length = (SELECT m.length FROM moving m WHERE m.id = chunks.id)
+                 WHERE id IN (SELECT id FROM moving);
+             DELETE FROM chunk_copies WHERE EXISTS
+                 (SELECT 1 FROM moving m WHERE m.id = chunk_copies.id AND m.blob = chunk_copies.blob);
+             DELETE FROM gone_blobs; DELETE FROM moving;",
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok(moved as u64)
+    }
+
     /// Forgets the copy of a pack in one tier (deleted there).
     ///
     /// # Errors

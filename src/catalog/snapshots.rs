@@ -235,14 +235,12 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn forget_snapshots(
-        &mut self,
-        ids: &[SnapshotId],
-        tiers: &[&str],
-    ) -> Result<(), CatalogError> {
+    pub fn forget_snapshots(&self, ids: &[SnapshotId], tiers: &[&str]) -> Result<(), CatalogError> {
         let path = self.path.clone();
         let e = |e| super::sql_err(&path, e);
-        let tx = self.conn.transaction().map_err(e)?;
+        // Unchecked: callers inside a recorded run (sync) hold `&self` and
+        // no other transaction on this connection.
+        let tx = self.conn.unchecked_transaction().map_err(e)?;
         let now = now_rfc3339();
         for id in ids {
             tx.execute(

@@ -23,6 +23,15 @@ impl Render for Synced {
             for p in &r.problems {
                 eprintln!("coffer: {p}");
             }
+            if r.forgotten_elsewhere > 0 {
+                note(
+                    v,
+                    &format!(
+                        "coffer: {} snapshot(s) of other hosts are in no tier any more (forgotten there): dropped from this catalog",
+                        r.forgotten_elsewhere
+                    ),
+                );
+            }
             note(
                 v,
                 &format!(

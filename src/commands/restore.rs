@@ -49,6 +49,9 @@ pub fn restore(
     target: &Target,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
+    // Another host's prune may have moved chunks this catalog places in
+    // packs that are gone.
+    crate::deletion::refresh::catch_up(vault, Some(ctx), progress)?;
     let catalog = vault.catalog()?;
     catalog.record_run(
         RunKind::Restore,

@@ -56,6 +56,10 @@ pub fn verify(
     } else {
         RunKind::Verify
     };
+    // Packs another host's prune deleted are not problems: with the
+    // identity, a repack's new packs are learned (so their chunks are
+    // checked) and the gone packs no snapshot needs are forgotten.
+    crate::deletion::refresh::catch_up(vault, read, progress)?;
     let catalog = vault.catalog()?;
     catalog.record_run(kind, None, None, |_| {
         let started = std::time::Instant::now();

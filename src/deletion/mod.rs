@@ -8,6 +8,7 @@
 //! - [`pins`]: pin objects;
 //! - [`pending`]: carrying out deletions the catalog recorded;
 //! - [`refresh`]: the catalog brought up to date with the tiers;
+//! - [`gone`]: packs no tier holds, forgotten once no snapshot needs them;
 //! - [`live`]: the live set (a Bloom filter over every kept chunk);
 //! - [`repack`]: live chunks of sparse packs rewritten into new packs;
 //! - [`prune`]: the two phases that tie it together.
@@ -15,6 +16,7 @@
 //! `forget` and `pin` are commands over these ([`crate::commands`]); the
 //! policies that decide what to forget are [`crate::retention`].
 
+pub mod gone;
 pub mod live;
 pub mod locks;
 pub mod marks;

@@ -14,6 +14,7 @@ use vault_format::{PackId, SnapshotId};
 
 use crate::catalog::{Catalog, CopyState, Placement, SnapshotRecord};
 use crate::error::Result;
+use crate::pipeline::restore::ReadContext;
 use crate::progress::{Event, Progress};
 use crate::tier::{keys, Tier};
 
@@ -53,6 +54,31 @@ pub fn list(tiers: &[Arc<dyn Tier>]) -> (Vec<TierView>, Vec<(String, String)>) {
     (views, unreachable)
 }
 
+/// What the catalog held before the tiers were listed. Only these can be
+/// found gone: a snapshot or pack recorded after the listing began (a
+/// backup committing meanwhile) is not among them. Packs are recorded
+/// after they are stored, so one read here and in no tier listed after was
+/// deleted (by another host's prune) or lost.
+pub struct Before {
+    /// The catalog's snapshots.
+    pub snapshots: Vec<SnapshotRecord>,
+    /// The catalog's packs.
+    pub packs: Vec<PackId>,
+}
+
+impl Before {
+    /// Reads them; call before listing the tiers.
+    ///
+    /// # Errors
+    /// Catalog errors.
+    pub fn read(catalog: &Catalog) -> Result<Before> {
+        Ok(Before {
+            snapshots: catalog.snapshots(None)?,
+            packs: catalog.packs()?.into_iter().map(|(p, _)| p).collect(),
+        })
+    }
+}
+
 /// What a refresh learned.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Learned {
@@ -63,30 +89,49 @@ pub struct Learned {
     /// Snapshots the catalog listed that no tier holds any more (another
     /// host forgot them).
     pub dropped_snapshots: u64,
+    /// Packs the catalog listed that no tier holds any more (another
+    /// host's prune deleted them, or they were lost): their chunks with a
+    /// further copy now point there; prune forgets such a pack once no
+    /// kept snapshot needs it.
+    pub gone_packs: u64,
+    /// Those packs.
+    #[serde(skip)]
+    pub gone: Vec<PackId>,
+    /// Of them, those no snapshot needed: they left the catalog.
+    pub forgotten_packs: u64,
     /// Objects that could not be read (the refresh goes on; they are
     /// neither learned nor deleted).
     pub problems: Vec<String>,
 }
 
-/// Brings the catalog up to date with `views`. `droppable` (when every
-/// configured tier is among the views) are the catalog's snapshots read
-/// *before* the tiers were listed: one of them in no tier was forgotten
-/// (a snapshot committed after the listing is not among them). Only other
-/// hosts' snapshots are dropped so: one of this host's in no tier has lost
-/// its manifest, and its data is kept (reported as a problem).
+/// Brings the catalog up to date with `views`. `before` (given only when
+/// every configured tier is among the views) is what the catalog held
+/// before the tiers were listed:
+/// - a snapshot of it in no tier was forgotten. Only other hosts'
+///   snapshots are dropped so: one of this host's in no tier has lost its
+///   manifest, and its data is kept (reported as a problem);
+/// - a pack of it in no tier is gone (another host's prune deleted it, or
+///   it was lost). Once the unknown packs are indexed, each of its chunks
+///   with a further copy (where a repack on another host moved it) is
+///   read from there. The rest stay where they were: lost data is still
+///   named by its pack, and prune forgets the pack once no kept snapshot
+///   needs it (see `prune`'s analysis).
+///
+/// Without an identity, unknown manifests and packs cannot be opened:
+/// only the copies and what is gone are brought up to date.
 ///
 /// # Errors
 /// Catalog errors.
 pub fn refresh(
     catalog: &mut Catalog,
     views: &[TierView],
-    droppable: Option<&[SnapshotRecord]>,
+    before: Option<&Before>,
     config: &VaultConfig,
-    identity: &Identity,
-    progress: &dyn Progress,
+    identity: Option<&Identity>,
 ) -> Result<Learned> {
     let mut learned = Learned::default();
-    let known: HashSet<SnapshotId> = catalog.snapshots(None)?.iter().map(|s| s.id).collect();
+    let droppable = before.map(|b| &b.snapshots[..]);
+    let mut known: HashSet<SnapshotId> = catalog.snapshots(None)?.iter().map(|s| s.id).collect();
     for v in views {
         let t = &*v.tier;
         let states = catalog.snapshot_states(t.name())?;
@@ -98,6 +143,9 @@ pub fn refresh(
                 }
                 continue;
             }
+            let Some(identity) = identity else {
+                continue;
+            };
             if catalog.deletion_pending(&key)? {
                 continue;
             }
@@ -108,6 +156,8 @@ pub fn refresh(
             {
                 Ok(m) if m.id == *id && m.vault_id == config.vault_id => {
                     catalog.insert_snapshot(&m, t.name())?;
+                    // The next tier that holds it records its copy only.
+                    known.insert(*id);
                     learned.snapshots += 1;
                 }
                 Ok(_) => learned.problems.push(format!(
@@ -140,18 +190,85 @@ pub fn refresh(
         catalog.forget_snapshots(&gone, &[])?;
     }
     refresh_packs(catalog, views, identity, &mut learned)?;
-    progress.event(&Event::Step(format!(
-        "prune: refreshed ({} snapshots and {} packs learned, {} snapshots gone)",
-        learned.snapshots, learned.packs, learned.dropped_snapshots
-    )));
+    if let Some(before) = before {
+        let gone: Vec<PackId> = before
+            .packs
+            .iter()
+            .filter(|p| !views.iter().any(|v| v.packs.contains_key(p)))
+            .copied()
+            .collect();
+        learned.gone_packs = gone.len() as u64;
+        catalog.move_chunks_out_of(&gone)?;
+        learned.gone = gone;
+    }
     Ok(learned)
+}
+
+/// Before a restore or verify: when a pack the catalog places in the
+/// primary tier is not there, another host may have pruned the vault (or
+/// the tier lost it). Then the catalog is refreshed from every tier (see
+/// [`refresh`]) so that chunks another host repacked are followed to
+/// their new packs. Cheap otherwise: one listing of the primary tier.
+///
+/// # Errors
+/// Catalog errors, and the primary tier's listing.
+pub fn catch_up(
+    vault: &crate::vault::Vault,
+    ctx: Option<&ReadContext>,
+    progress: &dyn Progress,
+) -> Result<Option<Learned>> {
+    let identity = ctx.map(|c| &*c.identity);
+    let mut catalog = vault.catalog()?;
+    let before = Before::read(&catalog)?;
+    let primary = vault.primary();
+    let listed: HashSet<PackId> = primary
+        .list(keys::PACKS)?
+        .iter()
+        .filter_map(|o| keys::parse_pack(&o.key))
+        .collect();
+    let states = catalog.pack_states(primary.name())?;
+    let stale = before
+        .packs
+        .iter()
+        .any(|p| states.get(p) == Some(&CopyState::Present) && !listed.contains(p));
+    if !stale {
+        return Ok(None);
+    }
+    let (views, unreachable) = list(&vault.tiers());
+    let before = unreachable.is_empty().then_some(&before);
+    let mut learned = refresh(&mut catalog, &views, before, &vault.config, identity)?;
+    // With the identity, the gone packs no snapshot needs leave the
+    // catalog (without it, they stay and verify reports them missing).
+    if let Some(ctx) = ctx {
+        let gone = super::gone::forget_unneeded(&catalog, ctx, &learned.gone, progress)?;
+        learned.forgotten_packs = gone.forgotten.len() as u64;
+    }
+    progress.event(&Event::Step(format!(
+        "catalog refreshed: {}",
+        learned.summary()
+    )));
+    Ok(Some(learned))
+}
+
+impl Learned {
+    /// One line: what was learned and dropped.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} snapshots and {} packs learned, {} snapshots and {} packs gone ({} forgotten)",
+            self.snapshots,
+            self.packs,
+            self.dropped_snapshots,
+            self.gone_packs,
+            self.forgotten_packs
+        )
+    }
 }
 
 /// Packs: index the unknown ones, record which tiers hold the known ones.
 fn refresh_packs(
     catalog: &mut Catalog,
     views: &[TierView],
-    identity: &Identity,
+    identity: Option<&Identity>,
     learned: &mut Learned,
 ) -> Result<()> {
     let known: HashSet<PackId> = catalog.packs()?.iter().map(|(p, _)| *p).collect();
@@ -167,6 +284,9 @@ fn refresh_packs(
                 }
                 continue;
             }
+            let Some(identity) = identity else {
+                continue;
+            };
             if catalog.deletion_pending(&key)? {
                 continue;
             }

@@ -13,6 +13,7 @@ use vault_format::PackId;
 mod phases;
 mod retention;
 
+use super::gone;
 use super::live::LiveSet;
 use super::locks::Lock;
 use super::marks::{self, StoredMark};
@@ -131,8 +132,8 @@ impl PackStat {
 
 /// Everything prune works with.
 struct Run<'a> {
-    /// The catalog's snapshots before the tiers were listed.
-    before: Vec<crate::catalog::SnapshotRecord>,
+    /// The catalog's snapshots and packs before the tiers were listed.
+    before: refresh::Before,
     vault: &'a Vault,
     ctx: &'a ReadContext,
     opts: &'a PruneOptions,
@@ -164,7 +165,7 @@ pub fn prune(
     let started = std::time::Instant::now();
     // The catalog's snapshots before the listing: only these can be found
     // gone (a backup committing meanwhile is in the tier, or not yet here).
-    let before = vault.catalog()?.snapshots(None)?;
+    let before = refresh::Before::read(&vault.catalog()?)?;
     let (views, unreachable) = refresh::list(&vault.tiers());
     if views.first().map(|v| v.tier.name()) != Some(vault.primary().name()) {
         return Err(Error::Config(format!(
@@ -214,20 +215,19 @@ pub fn prune(
 impl Run<'_> {
     fn steps(&mut self) -> Result<()> {
         // Step 2: refresh.
-        let (identity, _) = (self.ctx.identity.clone(), ());
-        let droppable = self
-            .report
-            .unreachable
-            .is_empty()
-            .then_some(&self.before[..]);
+        let identity = self.ctx.identity.clone();
+        let before = self.report.unreachable.is_empty().then_some(&self.before);
         self.report.learned = refresh::refresh(
             &mut self.catalog,
             &self.views,
-            droppable,
+            before,
             &self.vault.config,
-            &identity,
-            self.progress,
+            Some(&identity),
         )?;
+        self.progress.event(&Event::Step(format!(
+            "prune: refreshed ({})",
+            self.report.learned.summary()
+        )));
         for v in &self.views {
             let found = marks::read(&*v.tier)?;
             self.first_new.push(found.len());
@@ -262,6 +262,7 @@ impl Run<'_> {
             self.live.snapshots()
         )));
         self.analyze()?;
+        self.forget_gone()?;
         // Step 4: phase two of earlier marks.
         self.phase_two(false)?;
         // Steps 5 and 6: repack the sparse, condemn what nothing needs (no
@@ -368,6 +369,42 @@ impl Run<'_> {
         self.report.bytes = stats.iter().map(|s| s.size).sum();
         self.report.unused_bytes = stats.iter().map(PackStat::unused).sum();
         self.stats = packs.into_iter().map(|(p, _)| p).zip(stats).collect();
+        Ok(())
+    }
+
+    /// Packs the catalog knew before the listing and no tier holds (another
+    /// host's prune deleted them, or they were lost): one no kept snapshot
+    /// needs leaves the catalog; one a kept snapshot needs is lost data,
+    /// reported, and kept so restore and verify name it.
+    fn forget_gone(&mut self) -> Result<()> {
+        if !self.report.unreachable.is_empty() {
+            return Ok(());
+        }
+        let gone: Vec<PackId> = self
+            .before
+            .packs
+            .iter()
+            .filter(|p| !self.views.iter().any(|v| v.packs.contains_key(p)))
+            .filter(|p| self.stats.contains_key(p))
+            .copied()
+            .collect();
+        if self.opts.dry_run || gone.is_empty() {
+            return Ok(());
+        }
+        let gone = gone::forget_unneeded(&self.catalog, self.ctx, &gone, self.progress)?;
+        for p in &gone.needed {
+            self.report.learned.problems.push(format!(
+                "pack {p} is in no tier and kept snapshots need data only it held: `coffer verify --read-data` names what is lost"
+            ));
+        }
+        for p in &gone.forgotten {
+            self.stats.remove(p);
+        }
+        self.report.learned.forgotten_packs = gone.forgotten.len() as u64;
+        self.progress.event(&Event::Step(format!(
+            "prune: forgot {} pack(s) no tier holds any more",
+            gone.forgotten.len()
+        )));
         Ok(())
     }
 
