@@ -190,7 +190,10 @@ fn sparse_packs_are_repacked_and_the_newest_night_restores() {
     let first = backup_file(&v, "db", &night1);
     let second = backup_file(&v, "db", &night2);
     v.ok(&["forget", &first]);
-    let rep = prune(&v, &["--grace", "0", "--max-unused", "5", "--max-repack", "100"]);
+    let rep = prune(
+        &v,
+        &["--grace", "0", "--max-unused", "5", "--max-repack", "100"],
+    );
     // Both of night 1's packs hold something night 2 needs (the small one:
     // the start of the chunk list, which night 2's shares), and both are
     // mostly dead: both are repacked, into one new pack, and deleted.
@@ -240,12 +243,21 @@ fn one_prune_rewrites_at_most_max_repack_of_the_vault() {
     v.ok(&["forget", &first]);
     // 10% of ~40 MB stored: the 32 MiB pack (16 MiB live) is over budget,
     // so only the small one is repacked this time...
-    let rep = prune(&v, &["--grace", "0", "--max-unused", "0", "--max-repack", "10"]);
+    let rep = prune(
+        &v,
+        &["--grace", "0", "--max-unused", "0", "--max-repack", "10"],
+    );
     let written = rep["repacked"]["bytes"].as_u64().unwrap();
     assert!(written <= rep["bytes"].as_u64().unwrap() / 10, "{rep}");
     // ...and the next prune takes the next.
-    let rep2 = prune(&v, &["--grace", "0", "--max-unused", "0", "--max-repack", "100"]);
-    assert!(!rep2["repacked"]["packs"].as_array().unwrap().is_empty(), "{rep2}");
+    let rep2 = prune(
+        &v,
+        &["--grace", "0", "--max-unused", "0", "--max-repack", "100"],
+    );
+    assert!(
+        !rep2["repacked"]["packs"].as_array().unwrap().is_empty(),
+        "{rep2}"
+    );
     v.assert_restores(&second, &night2);
     verify_clean(&v);
 }
