@@ -13,7 +13,7 @@
 mod cli_support;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -42,39 +42,9 @@ impl Killed {
 /// Runs `coffer -v backup --job crash PATH` and SIGKILLs it as soon as the
 /// `nth` stderr line starting with `step` appears.
 fn backup_killed_at(v: &Vault, input: &Path, step: &str, nth: usize) -> Killed {
-    let mut child = v
-        .cmd()
-        .args(["-v", "backup", "--job", "crash"])
-        .arg(input)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut log = Vec::new();
-    let mut seen = 0;
-    loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            let status = child.wait().unwrap();
-            panic!(
-                "backup ended ({status:?}) before its {nth}. `{step}` line:\n{}",
-                log.join("\n")
-            );
-        }
-        let line = line.trim_end().to_string();
-        let hit = line.starts_with(step);
-        log.push(line);
-        if hit {
-            seen += 1;
-            if seen == nth {
-                child.kill().unwrap();
-                break;
-            }
-        }
-    }
-    let status = child.wait().unwrap();
+    let mut cmd = v.cmd();
+    cmd.args(["-v", "backup", "--job", "crash"]).arg(input);
+    let (status, log) = killed_at_line(cmd, |l| l.starts_with(step), nth, step);
     Killed { status, log }
 }
 

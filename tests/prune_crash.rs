@@ -17,9 +17,8 @@
 mod cli_support;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::OnceLock;
 
 use cli_support::*;
@@ -61,31 +60,8 @@ impl Killed {
 /// `nth` stderr line containing `step` appears. Panics if the run ends
 /// before that line (the scenario does not reach the point) or logs an
 /// error before it.
-fn killed_at(mut cmd: Command, step: &str, nth: usize) -> Killed {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut log = Vec::new();
-    let mut seen = 0;
-    while seen < nth {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            let status = child.wait().unwrap();
-            panic!(
-                "the run ended ({status:?}) before its {nth}. `{step}` line:\n{}",
-                log.join("\n")
-            );
-        }
-        let line = line.trim_end().to_string();
-        seen += usize::from(line.contains(step));
-        log.push(line);
-    }
-    child.kill().unwrap();
-    let status = child.wait().unwrap();
+fn killed_at(cmd: Command, step: &str, nth: usize) -> Killed {
+    let (status, log) = killed_at_line(cmd, |l| l.contains(step), nth, step);
     assert!(
         !log.iter().any(|l| l.contains("error")),
         "the run failed before it was killed:\n{}",

@@ -223,24 +223,10 @@ fn stored_packs(o: &Output) -> BTreeSet<String> {
 /// The names (last path segment) of the objects under `sub` in the
 /// vault's prefix of the bucket.
 fn bucket_names(server: &S3Server, sub: &str) -> BTreeSet<String> {
-    let client = server.client();
-    let bucket = server.bucket().to_string();
-    let prefix = format!("{PREFIX}{sub}");
-    s3::run_async(async move {
-        let mut out = BTreeSet::new();
-        let mut pages = client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        while let Some(p) = pages.next().await {
-            for o in p.unwrap().contents() {
-                out.insert(o.key().unwrap().rsplit('/').next().unwrap().to_string());
-            }
-        }
-        out
-    })
+    s3::keys_under(server, &format!("{PREFIX}{sub}"))
+        .iter()
+        .map(|k| k.rsplit('/').next().unwrap().to_string())
+        .collect()
 }
 
 /// The bucket key of pack `id`.

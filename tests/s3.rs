@@ -108,28 +108,6 @@ fn noise(path: &Path, len: usize, seed: u64) -> Vec<u8> {
     data
 }
 
-fn keys_under(server: &S3Server, prefix: &str) -> Vec<String> {
-    let client = server.client();
-    let bucket = server.bucket().to_string();
-    let prefix = prefix.to_string();
-    s3::run_async(async move {
-        let mut out = Vec::new();
-        let mut pages = client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        while let Some(p) = pages.next().await {
-            for o in p.unwrap().contents() {
-                out.push(o.key().unwrap().to_string());
-            }
-        }
-        out.sort();
-        out
-    })
-}
-
 fn local_keys(root: &Path, sub: &str) -> Vec<String> {
     let mut out = Vec::new();
     for e in walk(&root.join(sub)) {
@@ -162,14 +140,14 @@ fn backup_lands_in_both_tiers_and_restores_from_s3_alone() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let local = local_keys(&h.path("vault"), "packs");
-    let remote: Vec<_> = keys_under(&server, "vault/packs/")
+    let remote: Vec<_> = s3::keys_under(&server, "vault/packs/")
         .into_iter()
         .map(|k| k.trim_start_matches("vault/").to_string())
         .collect();
     assert!(local.len() >= 2, "{local:?}");
     assert_eq!(local, remote, "every pack is in both tiers");
     assert_eq!(
-        keys_under(&server, &format!("vault/snapshots/{id}")).len(),
+        s3::keys_under(&server, &format!("vault/snapshots/{id}")).len(),
         1
     );
     let s3s = h.status("s3");

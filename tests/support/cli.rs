@@ -8,8 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 
 use serde_json::Value;
 
@@ -539,4 +540,40 @@ pub fn age_keygen(path: &Path) -> String {
     let r = stdout(&o).trim().to_string();
     assert!(r.starts_with("age1"), "recipient {r:?}");
     r
+}
+
+/// Runs `cmd` (a `coffer -v …` command, stdin and stdout closed) and
+/// SIGKILLs it as soon as the `nth` stderr line that `hit`s appears: the
+/// step log is the trigger, so no sleeps. Panics if the run ends before
+/// that line. Returns how it ended and the lines read.
+pub fn killed_at_line(
+    mut cmd: Command,
+    hit: impl Fn(&str) -> bool,
+    nth: usize,
+    step: &str,
+) -> (ExitStatus, Vec<String>) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = Vec::new();
+    let mut seen = 0;
+    while seen < nth {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let status = child.wait().unwrap();
+            panic!(
+                "the run ended ({status:?}) before its {nth}. `{step}` line:\n{}",
+                log.join("\n")
+            );
+        }
+        let line = line.trim_end().to_string();
+        seen += usize::from(hit(&line));
+        log.push(line);
+    }
+    child.kill().unwrap();
+    (child.wait().unwrap(), log)
 }

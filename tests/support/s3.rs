@@ -325,6 +325,28 @@ pub fn error_text<E: std::error::Error + 'static, R: std::fmt::Debug>(
     text
 }
 
+/// The keys under `prefix` in the server's bucket (every page).
+pub fn keys_under(server: &S3Server, prefix: &str) -> Vec<String> {
+    let client = server.client();
+    let bucket = server.bucket().to_string();
+    let prefix = prefix.to_string();
+    run_async(async move {
+        let mut out = Vec::new();
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(p) = pages.next().await {
+            for o in p.unwrap().contents() {
+                out.push(o.key().unwrap().to_string());
+            }
+        }
+        out
+    })
+}
+
 /// Runs `fut` to completion on a fresh current-thread runtime in a separate
 /// thread, so it works whether or not the caller is itself inside a runtime.
 pub fn run_async<F>(fut: F) -> F::Output
