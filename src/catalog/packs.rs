@@ -342,18 +342,11 @@ impl Catalog {
         // a recorded run) hold no other transaction on this connection.
         let tx = self.conn.unchecked_transaction().map_err(e)?;
         tx.execute_batch(
-            "CREATE TEMP TABLE IF NOT EXISTS doomed_blobs(id INTEGER PRIMARY KEY);
-             CREATE TEMP TABLE IF NOT EXISTS orphaned(id BLOB PRIMARY KEY) WITHOUT ROWID;
-             DELETE FROM doomed_blobs; DELETE FROM orphaned;",
+            "CREATE TEMP TABLE IF NOT EXISTS orphaned(id BLOB PRIMARY KEY) WITHOUT ROWID;
+             DELETE FROM orphaned;",
         )
         .map_err(e)?;
-        for id in ids {
-            tx.execute(
-                "INSERT OR IGNORE INTO doomed_blobs SELECT id FROM blobs WHERE pack_id = ?1",
-                [Sql(*id)],
-            )
-            .map_err(e)?;
-        }
+        blobs_of(&tx, "doomed_blobs", ids).map_err(e)?;
         tx.execute_batch(
             "INSERT OR IGNORE INTO orphaned SELECT id FROM chunks WHERE blob IN (SELECT id FROM doomed_blobs);
              DELETE FROM chunks WHERE id IN (SELECT id FROM orphaned);
@@ -393,18 +386,11 @@ impl Catalog {
         let e = |e| super::sql_err(&path, e);
         let tx = self.conn.unchecked_transaction().map_err(e)?;
         tx.execute_batch(
-            "CREATE TEMP TABLE IF NOT EXISTS gone_blobs(id INTEGER PRIMARY KEY);
-             CREATE TEMP TABLE IF NOT EXISTS moving(id BLOB PRIMARY KEY, blob INTEGER, offset INTEGER, length INTEGER) WITHOUT ROWID;
-             DELETE FROM gone_blobs; DELETE FROM moving;",
+            "CREATE TEMP TABLE IF NOT EXISTS moving(id BLOB PRIMARY KEY, blob INTEGER, offset INTEGER, length INTEGER) WITHOUT ROWID;
+             DELETE FROM moving;",
         )
         .map_err(e)?;
-        for id in ids {
-            tx.execute(
-                "INSERT OR IGNORE INTO gone_blobs SELECT id FROM blobs WHERE pack_id = ?1",
-                [Sql(*id)],
-            )
-            .map_err(e)?;
-        }
+        blobs_of(&tx, "gone_blobs", ids).map_err(e)?;
         let moved = tx
             .execute(
                 "INSERT OR IGNORE INTO moving
@@ -550,4 +536,19 @@ impl Catalog {
         };
         r.map(|_| ()).map_err(|e| self.err(e))
     }
+}
+
+/// Fills the temporary table `table` (created if need be, emptied first)
+/// with the blob ids of `packs`.
+fn blobs_of(tx: &rusqlite::Transaction<'_>, table: &str, packs: &[PackId]) -> rusqlite::Result<()> {
+    tx.execute_batch(&format!(
+        "CREATE TEMP TABLE IF NOT EXISTS {table}(id INTEGER PRIMARY KEY); DELETE FROM {table};"
+    ))?;
+    let mut st = tx.prepare(&format!(
+        "INSERT OR IGNORE INTO {table} SELECT id FROM blobs WHERE pack_id = ?1"
+    ))?;
+    for id in packs {
+        st.execute([Sql(*id)])?;
+    }
+    Ok(())
 }
