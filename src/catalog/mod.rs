@@ -7,9 +7,10 @@
 //!
 //! One file per concern, each adding its methods to [`Catalog`]:
 //! `chunks` (dedup and restore lookups), `packs` (packs, blobs, copies
-//! per tier, what prune needs of them), `snapshots` (snapshots, pins, and
-//! their manifests' copies), `deletions` (deletes decided and not yet
-//! done), `runs` (the audit trail). `schema` holds the migrations and `sql` how
+//! per tier, what prune needs of them), `removal` (packs leaving the
+//! catalog, their chunks falling back to further copies), `snapshots`
+//! (snapshots, pins, and their manifests' copies), `deletions` (deletes
+//! decided and not yet done), `runs` (the audit trail). `schema` holds the migrations and `sql` how
 //! ids and enums are stored.
 //!
 //! WAL mode lets the backup's dedup stage read while the packer commits.
@@ -17,6 +18,7 @@
 mod chunks;
 mod deletions;
 mod packs;
+mod removal;
 mod runs;
 mod schema;
 mod snapshots;
