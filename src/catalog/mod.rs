@@ -295,6 +295,57 @@ mod tests {
     }
 
     #[test]
+    fn removing_packs_leaves_no_dangling_reference() {
+        use vault_format::blob::Codec;
+        use vault_format::pack::{BlobEntry, ChunkKind, PackIndex};
+        use vault_format::{ChunkId, PackId};
+        let index = |chunks: &[u8]| PackIndex {
+            blobs: vec![BlobEntry {
+                offset: 0,
+                stored_len: 8 * chunks.len() as u32,
+                raw_len: 8 * chunks.len() as u32,
+                codec: Codec::Raw,
+                kind: ChunkKind::Data,
+                chunks: chunks.iter().map(|&c| (ChunkId([c; 32]), 8)).collect(),
+            }],
+        };
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(&d.path().join("c.sqlite")).unwrap();
+        let (a, b) = (PackId([0xa; 32]), PackId([0xb; 32]));
+        for (p, chunks) in [(a, &[1u8, 2][..]), (b, &[2, 3][..])] {
+            c.insert_pack(
+                &p,
+                100,
+                &index(chunks),
+                "local",
+                CopyState::Present,
+                Placement::KeepFirst,
+            )
+            .unwrap();
+        }
+        assert_eq!(c.chunk_pack(&ChunkId([2; 32])).unwrap(), Some(a));
+        c.remove_packs(&[a]).unwrap();
+        // Chunk 1 had no other home; chunk 2 moved to its copy in b.
+        assert_eq!(c.chunk_pack(&ChunkId([1; 32])).unwrap(), None);
+        assert_eq!(c.chunk_pack(&ChunkId([2; 32])).unwrap(), Some(b));
+        assert_eq!(c.packs().unwrap(), vec![(b, 100)]);
+        let dangling: Vec<String> = c
+            .conn
+            .prepare("PRAGMA foreign_key_check")
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(dangling, Vec::<String>::new());
+        let enforced: bool = c
+            .conn
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap();
+        assert!(enforced, "foreign keys are enforced again afterwards");
+    }
+
+    #[test]
     fn a_damaged_row_says_to_rebuild() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("c.sqlite");
