@@ -111,12 +111,31 @@ fn to_file(
         .prefix(&partial_prefix(path))
         .tempfile_in(&dir)
         .map_err(out_err(path))?;
+    reserve(tmp.as_file(), manifest.raw_size).map_err(out_err(path))?;
     let rep = crate::pipeline::restore_file::run(ctx, manifest, tmp.as_file(), progress)?;
     tmp.as_file().sync_all().map_err(out_err(path))?;
     tmp.persist_noclobber(path)
         .map_err(|e| out_err(path)(e.error))?;
     crate::tier::local::sync_dir(&dir).map_err(out_err(path))?;
     Ok(rep)
+}
+
+/// Allocates the whole output before the workers write into it: a disk
+/// too small fails now, with nothing written, instead of after most of the
+/// restore; and writes that land out of order (a snapshot whose chunks sit
+/// in many nights' blobs) find their blocks allocated instead of
+/// allocating and zeroing them under the inode lock both workers share.
+/// A filesystem without `fallocate` is simply not reserved.
+fn reserve(file: &std::fs::File, len: u64) -> std::io::Result<()> {
+    use rustix::fs::{fallocate, FallocateFlags};
+    if len == 0 {
+        return Ok(());
+    }
+    match fallocate(file, FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::OPNOTSUPP) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn to_tree(

@@ -10,8 +10,9 @@
 
 use std::sync::Arc;
 
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use serde::Serialize;
-use vault_format::blob::{BlobDecoder, BlobEncoder};
+use vault_format::blob::BlobDecoder;
 use vault_format::config::VaultConfig;
 use vault_format::keys::Recipients;
 use vault_format::pack::{ChunkKind, PackReader};
@@ -20,8 +21,10 @@ use vault_format::{ChunkId, PackId};
 use super::live::LiveSet;
 use crate::catalog::{Catalog, CopyState, Placement};
 use crate::error::Result;
+use crate::pipeline::backup::compress::{compressor, BlobJob, CompressedBlob};
 use crate::pipeline::fetch::ReadContext;
 use crate::pipeline::pack_sink::PackSink;
+use crate::pipeline::spawn;
 use crate::progress::{Event, Progress};
 use crate::tier::{keys, Tier};
 
@@ -61,7 +64,10 @@ struct Run {
     chunks: Vec<(ChunkId, u32)>,
 }
 
-/// Repacks `old` (see the module docs).
+/// Repacks `old` (see the module docs). The old packs are read and
+/// decoded on the caller's thread; runs of live chunks are compressed on
+/// `ctx.threads` compressor threads (the backup's) and sealed into packs
+/// on a sink thread, so a repack uses every core as a backup does.
 ///
 /// # Errors
 /// Catalog or primary-tier failures (nothing is then condemned).
@@ -73,7 +79,7 @@ pub fn repack(
     progress: &dyn Progress,
 ) -> Result<Repacked> {
     let catalog = Catalog::open(target.catalog)?;
-    let mut sink = PackSink::new(
+    let sink = PackSink::new(
         &*target.primary,
         target.recipients,
         Catalog::open(target.catalog)?,
@@ -81,45 +87,96 @@ pub fn repack(
         Placement::MakeFirst,
         progress,
     );
-    let mut w = Writer {
-        sink: &mut sink,
-        enc: BlobEncoder::new(target.config.pack.zstd_level)?,
-        stored: Vec::new(),
-        blob_target: target.config.pack.blob_target_size as usize,
-        out: Repacked::default(),
-    };
-    let mut runs = [Run::default(), Run::default()];
-    let mut reader = Reader {
-        decoder: BlobDecoder::new()?,
-        stored: Vec::new(),
-        raw: Vec::new(),
-    };
-    for p in old {
-        match reader.move_live(ctx, &catalog, live, p, &mut runs, &mut w) {
-            Ok(n) => {
-                w.out.chunks += n;
-                w.out.packs.push(*p);
-                progress.event(&Event::Step(format!(
-                    "prune: repacked pack {p} ({n} live chunks)"
-                )));
-            }
-            Err(e) => w
-                .out
-                .problems
-                .push(format!("pack {p} was not repacked: {e}")),
+    let threads = ctx.threads.max(1);
+    let (job_tx, job_rx) = bounded::<BlobJob>(threads * 2);
+    let (blob_tx, blob_rx) = bounded::<Result<CompressedBlob>>(threads * 2);
+    let (raw_pool_tx, raw_pool_rx) = unbounded::<Vec<u8>>();
+    let (stored_pool_tx, stored_pool_rx) = unbounded::<Vec<u8>>();
+    let mut out = Repacked::default();
+    let stored = std::thread::scope(|s| -> Result<Stored> {
+        for i in 0..threads {
+            let (job_rx, blob_tx) = (job_rx.clone(), blob_tx.clone());
+            let (raw_pool_tx, stored_pool_rx) = (raw_pool_tx.clone(), stored_pool_rx.clone());
+            let level = target.config.pack.zstd_level;
+            spawn(s, format!("repack-compress-{i}"), move || {
+                compressor(level, job_rx, blob_tx, raw_pool_tx, stored_pool_rx)
+            })?;
         }
-    }
-    for (kind, run) in [ChunkKind::Data, ChunkKind::List]
-        .into_iter()
-        .zip(runs.iter_mut())
-    {
-        w.flush(kind, run)?;
-    }
-    if let Some(done) = w.sink.finish()? {
-        w.out.new_packs.push(done.id);
-    }
-    let out = w.out;
+        drop((job_rx, stored_pool_rx, raw_pool_tx));
+        let writer = spawn(s, "repack-sink".into(), move || {
+            store(sink, blob_rx, stored_pool_tx)
+        })?;
+        let mut feed = Feed {
+            jobs: job_tx,
+            blobs: blob_tx,
+            raw_pool: raw_pool_rx,
+            blob_target: target.config.pack.blob_target_size as usize,
+        };
+        let mut runs = [Run::default(), Run::default()];
+        let mut reader = Reader {
+            decoder: BlobDecoder::new()?,
+            stored: Vec::new(),
+            raw: Vec::new(),
+        };
+        for p in old {
+            match reader.move_live(ctx, &catalog, live, p, &mut runs, &mut feed) {
+                Ok(n) => {
+                    out.chunks += n;
+                    out.packs.push(*p);
+                    progress.event(&Event::Step(format!(
+                        "prune: repacked pack {p} ({n} live chunks)"
+                    )));
+                }
+                Err(e) => out.problems.push(format!("pack {p} was not repacked: {e}")),
+            }
+        }
+        for (kind, run) in [ChunkKind::Data, ChunkKind::List]
+            .into_iter()
+            .zip(runs.iter_mut())
+        {
+            // A failure here is the sink's, reported by its join below.
+            let _ = feed.flush(kind, run);
+        }
+        // Closing the queues lets the compressors, then the sink, finish.
+        drop(feed);
+        writer.join().unwrap_or_else(|_| {
+            Err(crate::error::Error::Internal {
+                what: "repack".into(),
+                detail: "the pack sink thread panicked".into(),
+            })
+        })
+    })?;
+    out.new_packs = stored.new_packs;
+    out.bytes = stored.bytes;
     copy_out(target, &catalog, &out.new_packs, progress)?;
+    Ok(out)
+}
+
+/// What the sink stored.
+#[derive(Default)]
+struct Stored {
+    new_packs: Vec<PackId>,
+    bytes: u64,
+}
+
+/// The sink thread: blobs (compressed, or moved verbatim) into new packs.
+fn store(
+    mut sink: PackSink<'_>,
+    blobs: Receiver<Result<CompressedBlob>>,
+    pool: Sender<Vec<u8>>,
+) -> Result<Stored> {
+    let mut out = Stored::default();
+    for b in blobs {
+        let b = b?;
+        out.bytes += b.stored.len() as u64;
+        if let Some(done) = sink.add(b.codec, b.kind, &b.stored, b.chunks)? {
+            out.new_packs.push(done.id);
+        }
+        let _ = pool.send(b.stored);
+    }
+    if let Some(done) = sink.finish()? {
+        out.new_packs.push(done.id);
+    }
     Ok(out)
 }
 
@@ -140,7 +197,7 @@ impl Reader {
         live: &LiveSet,
         p: &PackId,
         runs: &mut [Run; 2],
-        w: &mut Writer<'_, '_>,
+        w: &mut Feed,
     ) -> std::result::Result<u64, String> {
         let mut reader = open_pack(ctx, p)?;
         let mut n = 0;
@@ -170,7 +227,7 @@ impl Reader {
             if keep.iter().all(|k| *k) {
                 // Wholly live: the stored blob moves as it is, without
                 // compressing it again.
-                w.verbatim(&b, &self.stored).map_err(|e| e.to_string())?;
+                w.verbatim(&b, &self.stored)?;
                 continue;
             }
             let run = &mut runs[(b.kind == ChunkKind::List) as usize];
@@ -184,7 +241,7 @@ impl Reader {
                 run.raw.extend_from_slice(bytes);
                 run.chunks.push((*id, *len));
                 if run.raw.len() >= w.blob_target {
-                    w.flush(b.kind, run).map_err(|e| e.to_string())?;
+                    w.flush(b.kind, run)?;
                 }
             }
         }
@@ -192,36 +249,50 @@ impl Reader {
     }
 }
 
-struct Writer<'s, 'a> {
-    sink: &'s mut PackSink<'a>,
-    enc: BlobEncoder,
-    stored: Vec<u8>,
+/// Where the reader sends runs (to be compressed) and wholly live blobs
+/// (as they are).
+struct Feed {
+    jobs: Sender<BlobJob>,
+    blobs: Sender<Result<CompressedBlob>>,
+    raw_pool: Receiver<Vec<u8>>,
     blob_target: usize,
-    out: Repacked,
 }
 
-impl Writer<'_, '_> {
-    /// Stores a wholly live blob as it is.
-    fn verbatim(&mut self, b: &vault_format::pack::BlobEntry, stored: &[u8]) -> Result<()> {
-        self.out.bytes += stored.len() as u64;
-        if let Some(done) = self.sink.add(b.codec, b.kind, stored, b.chunks.clone())? {
-            self.out.new_packs.push(done.id);
-        }
-        Ok(())
+/// The sink or every compressor stopped (the sink's error says why).
+fn stopped<T>(_: T) -> String {
+    "the repack's pack sink stopped".into()
+}
+
+impl Feed {
+    /// Sends a wholly live blob to be stored as it is.
+    fn verbatim(
+        &self,
+        b: &vault_format::pack::BlobEntry,
+        stored: &[u8],
+    ) -> std::result::Result<(), String> {
+        self.blobs
+            .send(Ok(CompressedBlob {
+                kind: b.kind,
+                codec: b.codec,
+                stored: stored.to_vec(),
+                chunks: b.chunks.clone(),
+            }))
+            .map_err(stopped)
     }
 
-    fn flush(&mut self, kind: ChunkKind, run: &mut Run) -> Result<()> {
+    /// Sends a run to be compressed into one blob; the run is left empty.
+    fn flush(&self, kind: ChunkKind, run: &mut Run) -> std::result::Result<(), String> {
         if run.chunks.is_empty() {
             return Ok(());
         }
-        let codec = self.enc.encode(&run.raw, &mut self.stored)?;
-        self.out.bytes += self.stored.len() as u64;
-        let chunks = std::mem::take(&mut run.chunks);
-        run.raw.clear();
-        if let Some(done) = self.sink.add(codec, kind, &self.stored, chunks)? {
-            self.out.new_packs.push(done.id);
-        }
-        Ok(())
+        let raw = std::mem::replace(&mut run.raw, self.raw_pool.try_recv().unwrap_or_default());
+        self.jobs
+            .send(BlobJob {
+                kind,
+                raw,
+                chunks: std::mem::take(&mut run.chunks),
+            })
+            .map_err(stopped)
     }
 }
 

@@ -9,7 +9,7 @@ use vault_format::ChunkId;
 use crate::error::{Error, Result};
 
 /// A run of consecutive new chunks of one kind, to become one blob.
-pub(super) struct BlobJob {
+pub(crate) struct BlobJob {
     pub kind: ChunkKind,
     pub raw: Vec<u8>,
     pub chunks: Vec<(ChunkId, u32)>,
@@ -17,7 +17,7 @@ pub(super) struct BlobJob {
 
 /// A blob in its stored form (compressed or raw), not yet sealed: the
 /// packer seals it into a pack.
-pub(super) struct CompressedBlob {
+pub(crate) struct CompressedBlob {
     pub kind: ChunkKind,
     pub codec: Codec,
     pub stored: Vec<u8>,
@@ -26,7 +26,7 @@ pub(super) struct CompressedBlob {
 
 /// One compressor thread: jobs in, blobs out. Buffers go back through the
 /// pools so the steady state allocates nothing.
-pub(super) fn compressor(
+pub(crate) fn compressor(
     level: i32,
     jobs: Receiver<BlobJob>,
     out: Sender<Result<CompressedBlob>>,

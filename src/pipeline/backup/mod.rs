@@ -19,7 +19,7 @@
 //! ([`crate::commands::backup`]); [`Committed`] says which uploads failed.
 
 mod chunk;
-mod compress;
+pub(crate) mod compress;
 mod packer;
 mod upload;
 
