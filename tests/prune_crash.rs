@@ -384,8 +384,9 @@ fn survives(s: Scenario, kills: &[Point], finish: Finish) {
         // Every kill point comes after forget's catalog commit.
         assert_eq!(n.v.snapshot_ids(), n.kept_ids(), "{what}");
         n.assert_kept_intact(&what);
-        // The kill can land after the last step, once the lock is released.
-        let released = step == "prune: mark rewritten" && !lock_held(&n.v, "prune");
+        // The kill can land after the run's last logged step, once it has
+        // released its lock (the last thing it does): then it had finished.
+        let released = !lock_held(&n.v, "prune");
         if cmd == Cmd::Prune && killed.by_signal() && !released {
             // The dead prune holds the lock, as far as anyone can tell...
             let o = n.v.fails(PRUNE, 1);
