@@ -261,3 +261,56 @@ fn one_prune_rewrites_at_most_max_repack_of_the_vault() {
     v.assert_restores(&second, &night2);
     verify_clean(&v);
 }
+
+#[test]
+fn the_newest_nights_chunks_move_out_of_blobs_it_uses_little_of() {
+    let v = Vault::new();
+    // Night 2 keeps the first 64 KiB of every 256 KiB of night 1: it reads
+    // well under half of each of night 1's 1 MiB blobs, which night 1
+    // still needs whole.
+    let night1 = random_bytes(40, 16 << 20);
+    let night2: Vec<u8> = night1
+        .chunks(256 << 10)
+        .enumerate()
+        .flat_map(|(i, seg)| {
+            [
+                &seg[..64 << 10],
+                &random_bytes(100 + i as u64, 192 << 10)[..],
+            ]
+            .concat()
+        })
+        .collect();
+    let first = backup_file(&v, "db", &night1);
+    let night1_packs = v.pack_files();
+    let second = backup_file(&v, "db", &night2);
+
+    // Not without being asked.
+    let rep = prune(&v, &["--grace", "0", "--max-repack", "100"]);
+    assert_eq!(rep["relocated"]["chunks"], 0, "{rep}");
+    let rep = prune(&v, &["--grace", "0", "--max-repack", "100", "--locality"]);
+    let moved = &rep["relocated"];
+    assert!(moved["chunks"].as_u64().unwrap() > 0, "{rep}");
+    assert!(!moved["new_packs"].as_array().unwrap().is_empty(), "{rep}");
+    // Night 1 still needs every pack it had: none is condemned or deleted.
+    assert_eq!(rep["tiers"][0]["condemned"], 0, "{rep}");
+    assert!(night1_packs.iter().all(|p| p.exists()));
+    v.assert_restores(&first, &night1);
+    v.assert_restores(&second, &night2);
+    verify_clean(&v);
+
+    // Night 2's chunks now fill their own blobs: nothing more to move.
+    let rep = prune(&v, &["--grace", "0", "--max-repack", "100", "--locality"]);
+    assert_eq!(rep["relocated"]["chunks"], 0, "{rep}");
+    assert_eq!(rep["relocated"]["packs"], Value::Array(vec![]), "{rep}");
+
+    // Once night 1 is forgotten, its packs hold only dead chunks and
+    // copies of what moved: they go, and night 2 still restores.
+    v.ok(&["forget", &first]);
+    prune(
+        &v,
+        &["--grace", "0", "--max-unused", "0", "--max-repack", "100"],
+    );
+    assert!(night1_packs.iter().all(|p| !p.exists()));
+    v.assert_restores(&second, &night2);
+    verify_clean(&v);
+}

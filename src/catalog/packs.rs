@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use vault_format::pack::PackIndex;
 use vault_format::{ChunkId, PackId, SnapshotId};
 
@@ -255,6 +255,26 @@ impl Catalog {
             }
         }
         Ok((packs, blobs))
+    }
+
+    /// Each blob's pack and offset in it (`None` for an unknown blob).
+    ///
+    /// # Errors
+    /// SQLite errors; [`CatalogError::Damaged`] for a malformed row.
+    pub fn blob_places(&self, ids: &[i64]) -> Result<Vec<Option<(PackId, u64)>>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT pack_id, offset FROM blobs WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        ids.iter()
+            .map(|id| {
+                st.query_row([id], |r| {
+                    Ok((r.get::<_, Sql<PackId>>(0)?.0, r.get::<_, i64>(1)? as u64))
+                })
+                .optional()
+                .map_err(|e| self.err(e))
+            })
+            .collect()
     }
 
     /// Calls `f` with every stored copy of every chunk: first locations,

@@ -22,8 +22,9 @@ pub struct PruneArgs {
     /// [default: [prune] max-unused in the settings, else 5].
     #[arg(long, value_name = "PERCENT")]
     pub max_unused: Option<f64>,
-    /// Rewrite at most this percentage of stored bytes in one run [default:
-    /// [prune] max-repack, else 10].
+    /// Rewrite at most this percentage of stored bytes in one run: repack
+    /// first, then locality (the newest snapshots' chunks moved out of
+    /// blobs they read little of) [default: [prune] max-repack, else 10].
     #[arg(long, value_name = "PERCENT")]
     pub max_repack: Option<f64>,
     /// How long a condemned pack waits before it is deleted [default:
@@ -31,6 +32,12 @@ pub struct PruneArgs {
     /// no other host writes to (a running backup still stops it).
     #[arg(long, value_name = "DURATION", value_parser = parse_grace)]
     pub grace: Option<std::time::Duration>,
+    /// Also move the newest snapshots' chunks out of blobs they read little
+    /// of, within the --max-repack budget: restoring the newest night gets
+    /// faster, at the cost of stored bytes and prune time [default:
+    /// [prune] locality, else off].
+    #[arg(long)]
+    pub locality: bool,
     /// The age identity file [default: $COFFER_IDENTITY, else the one init wrote].
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
@@ -45,7 +52,8 @@ fn parse_grace(s: &str) -> Result<std::time::Duration, String> {
 
 pub fn run(ctx: &Ctx, a: PruneArgs) -> Result<i32> {
     let vault = ctx.vault()?;
-    let opts = prune::options(&vault, a.dry_run, a.grace, a.max_unused, a.max_repack)?;
+    let mut opts = prune::options(&vault, a.dry_run, a.grace, a.max_unused, a.max_repack)?;
+    opts.locality |= a.locality;
     let rctx = coffer::commands::read_context(&vault, a.identity.as_deref(), "prune")?;
     let rep = with_progress(ctx.v, "pruning", |p| prune::prune(&vault, &rctx, &opts, p))?;
     Ok(render(ctx.v, &rep))
@@ -108,6 +116,30 @@ impl Render for PruneReport {
             );
         }
         for p in &r.problems {
+            eprintln!("coffer: warning: {p}");
+        }
+        let l = &self.relocated;
+        if !l.packs.is_empty() {
+            note(
+                v,
+                &format!(
+                    "coffer: {} the newest snapshots' chunks out of sparse blobs in {} pack(s){}",
+                    if self.dry_run { "would move" } else { "moved" },
+                    l.packs.len(),
+                    if self.dry_run {
+                        String::new()
+                    } else {
+                        format!(
+                            " ({} chunks, {} written, into {} pack(s))",
+                            l.chunks,
+                            bytes(l.bytes),
+                            l.new_packs.len()
+                        )
+                    }
+                ),
+            );
+        }
+        for p in &l.problems {
             eprintln!("coffer: warning: {p}");
         }
         for t in &self.tiers {

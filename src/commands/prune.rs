@@ -41,7 +41,8 @@ impl RunSummary for PruneReport {
 }
 
 /// The grace and the repack limits: the command line's, else the
-/// settings', else the defaults.
+/// settings', else the defaults. Locality is the settings' (a command line
+/// flag turns it on).
 ///
 /// # Errors
 /// [`Error::Config`] for a grace or limit in the settings that does not
@@ -74,6 +75,7 @@ pub fn options(
         grace,
         max_unused,
         max_repack,
+        locality: p.locality.unwrap_or(false),
     })
 }
 

@@ -8,6 +8,7 @@
 //! the moved chunks' first location pointing at them, then copied to the
 //! other tiers. A pack that cannot be read is left as it is (reported).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
@@ -57,6 +58,38 @@ pub struct Target<'a> {
     pub recipients: &'a Recipients,
 }
 
+/// Which chunks of an old pack move.
+#[derive(Clone, Copy)]
+pub enum Select<'a> {
+    /// Every live chunk whose first location is the pack (which is then
+    /// left with nothing needed: prune condemns it).
+    Live(&'a LiveSet),
+    /// Locality: only in the given blobs (by offset in the pack), only the
+    /// chunks of the newest snapshots. The pack keeps what older snapshots
+    /// need; the moved chunks stay in it as further copies.
+    Newest {
+        /// The newest snapshots' chunks.
+        set: &'a LiveSet,
+        /// Per pack, the offsets of the blobs to take them from.
+        blobs: &'a HashMap<PackId, HashSet<u64>>,
+    },
+}
+
+impl Select<'_> {
+    fn wants(&self, id: &ChunkId) -> bool {
+        match self {
+            Select::Live(set) | Select::Newest { set, .. } => set.may_contain(id),
+        }
+    }
+
+    fn reads(&self, p: &PackId, blob_offset: u64) -> bool {
+        match self {
+            Select::Live(_) => true,
+            Select::Newest { blobs, .. } => blobs.get(p).is_some_and(|b| b.contains(&blob_offset)),
+        }
+    }
+}
+
 /// Consecutive live chunks of one kind, to become one blob.
 #[derive(Default)]
 struct Run {
@@ -75,7 +108,7 @@ pub fn repack(
     target: &Target<'_>,
     ctx: &ReadContext,
     old: &[PackId],
-    live: &LiveSet,
+    select: Select<'_>,
     progress: &dyn Progress,
 ) -> Result<Repacked> {
     let catalog = Catalog::open(target.catalog)?;
@@ -88,8 +121,10 @@ pub fn repack(
         progress,
     );
     let threads = ctx.threads.max(1);
-    let (job_tx, job_rx) = bounded::<BlobJob>(threads * 2);
-    let (blob_tx, blob_rx) = bounded::<Result<CompressedBlob>>(threads * 2);
+    // Short queues: a blob in flight is up to a MiB, and prune's memory
+    // is measured against its peers'.
+    let (job_tx, job_rx) = bounded::<BlobJob>(threads);
+    let (blob_tx, blob_rx) = bounded::<Result<CompressedBlob>>(threads);
     let (raw_pool_tx, raw_pool_rx) = unbounded::<Vec<u8>>();
     let (stored_pool_tx, stored_pool_rx) = unbounded::<Vec<u8>>();
     let mut out = Repacked::default();
@@ -119,7 +154,7 @@ pub fn repack(
             raw: Vec::new(),
         };
         for p in old {
-            match reader.move_live(ctx, &catalog, live, p, &mut runs, &mut feed) {
+            match reader.move_live(ctx, &catalog, select, p, &mut runs, &mut feed) {
                 Ok(n) => {
                     out.chunks += n;
                     out.packs.push(*p);
@@ -188,13 +223,13 @@ struct Reader {
 }
 
 impl Reader {
-    /// Moves the live chunks whose first location is pack `p` into the
-    /// runs (flushing full ones to the writer); returns how many.
+    /// Moves the chunks `select` wants whose first location is pack `p`
+    /// into the runs (flushing full ones to the writer); returns how many.
     fn move_live(
         &mut self,
         ctx: &ReadContext,
         catalog: &Catalog,
-        live: &LiveSet,
+        select: Select<'_>,
         p: &PackId,
         runs: &mut [Run; 2],
         w: &mut Feed,
@@ -202,6 +237,9 @@ impl Reader {
         let mut reader = open_pack(ctx, p)?;
         let mut n = 0;
         for b in reader.index().blobs.clone() {
+            if !select.reads(p, b.offset) {
+                continue;
+            }
             reader
                 .read_blob(&b, &mut self.stored)
                 .map_err(|e| e.to_string())?;
@@ -214,7 +252,7 @@ impl Reader {
                 let bytes = &self.raw[off..off + *len as usize];
                 off += *len as usize;
                 let first_here = catalog.chunk_pack(id).map_err(|e| e.to_string())? == Some(*p);
-                let wanted = live.may_contain(id) && first_here;
+                let wanted = select.wants(id) && first_here;
                 if wanted && ctx.idkey.id(bytes) != *id {
                     return Err(format!(
                         "chunk {} fails its keyed hash check",

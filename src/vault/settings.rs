@@ -85,6 +85,10 @@ pub struct PruneSettings {
     /// [default: 10].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_repack: Option<f64>,
+    /// Keep the newest snapshots' chunks together (locality) [default:
+    /// false: it costs stored bytes and prune time; docs/retention.md].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<bool>,
 }
 
 impl PruneSettings {
