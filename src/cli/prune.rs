@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use coffer::commands::prune::{self, PruneReport};
 use coffer::deletion::prune::TierPrune;
+use coffer::deletion::repack::Repacked;
 use coffer::retention::policy::parse_duration;
 
 use super::forget::{deletions_status, deletions_text};
@@ -90,58 +91,19 @@ impl Render for PruneReport {
                 self.dead_packs
             ),
         );
-        let r = &self.repacked;
-        if !r.packs.is_empty() {
-            note(
-                v,
-                &format!(
-                    "coffer: {} {} pack(s){}",
-                    if self.dry_run {
-                        "would repack"
-                    } else {
-                        "repacked"
-                    },
-                    r.packs.len(),
-                    if self.dry_run {
-                        String::new()
-                    } else {
-                        format!(
-                            " into {} ({} live chunks, {} written)",
-                            r.new_packs.len(),
-                            r.chunks,
-                            bytes(r.bytes)
-                        )
-                    }
-                ),
-            );
-        }
-        for p in &r.problems {
-            eprintln!("coffer: warning: {p}");
-        }
-        let l = &self.relocated;
-        if !l.packs.is_empty() {
-            note(
-                v,
-                &format!(
-                    "coffer: {} the newest snapshots' chunks out of sparse blobs in {} pack(s){}",
-                    if self.dry_run { "would move" } else { "moved" },
-                    l.packs.len(),
-                    if self.dry_run {
-                        String::new()
-                    } else {
-                        format!(
-                            " ({} chunks, {} written, into {} pack(s))",
-                            l.chunks,
-                            bytes(l.bytes),
-                            l.new_packs.len()
-                        )
-                    }
-                ),
-            );
-        }
-        for p in &l.problems {
-            eprintln!("coffer: warning: {p}");
-        }
+        rewrite_text(
+            v,
+            self.dry_run,
+            ["would repack", "repacked"],
+            &self.repacked,
+        );
+        let moved = "the newest snapshots' chunks out of";
+        rewrite_text(
+            v,
+            self.dry_run,
+            [&format!("would move {moved}"), &format!("moved {moved}")],
+            &self.relocated,
+        );
         for t in &self.tiers {
             tier_text(v, t, self.dry_run, self.grace_seconds);
         }
@@ -196,5 +158,28 @@ fn tier_text(v: Verbosity, t: &TierPrune, dry_run: bool, grace_seconds: u64) {
                 t.waiting_for.len(),
                 t.waiting_for[0]
             );
+    }
+}
+
+/// One line for a rewrite (repack, locality): `verbs` for a dry run and
+/// for one done; then its problems.
+fn rewrite_text(v: Verbosity, dry_run: bool, verbs: [&str; 2], r: &Repacked) {
+    if !r.packs.is_empty() {
+        let line = if dry_run {
+            format!("coffer: {} {} pack(s)", verbs[0], r.packs.len())
+        } else {
+            format!(
+                "coffer: {} {} pack(s) into {} ({} live chunks, {} written)",
+                verbs[1],
+                r.packs.len(),
+                r.new_packs.len(),
+                r.chunks,
+                bytes(r.bytes)
+            )
+        };
+        note(v, &line);
+    }
+    for p in &r.problems {
+        eprintln!("coffer: warning: {p}");
     }
 }

@@ -211,7 +211,7 @@ pub fn refresh(
 /// their new packs. Cheap otherwise: one listing of the primary tier.
 ///
 /// # Errors
-/// Catalog errors, and the primary tier's listing.
+/// Catalog errors.
 pub fn catch_up(
     vault: &crate::vault::Vault,
     ctx: Option<&ReadContext>,
@@ -221,8 +221,12 @@ pub fn catch_up(
     let mut catalog = vault.catalog()?;
     let before = Before::read(&catalog)?;
     let primary = vault.primary();
-    let listed: HashSet<PackId> = primary
-        .list(keys::PACKS)?
+    // A primary tier that cannot be listed is the restore's or verify's to
+    // report (restore falls back to the other tiers): no catch-up then.
+    let Ok(listing) = primary.list(keys::PACKS) else {
+        return Ok(None);
+    };
+    let listed: HashSet<PackId> = listing
         .iter()
         .filter_map(|o| keys::parse_pack(&o.key))
         .collect();
