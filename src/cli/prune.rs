@@ -23,9 +23,8 @@ pub struct PruneArgs {
     /// [default: [prune] max-unused in the settings, else 5].
     #[arg(long, value_name = "PERCENT")]
     pub max_unused: Option<f64>,
-    /// Rewrite at most this percentage of stored bytes in one run: repack
-    /// first, then locality (the newest snapshots' chunks moved out of
-    /// blobs they read little of) [default: [prune] max-repack, else 10].
+    /// Rewrite at most this percentage of stored bytes in one run (repack,
+    /// then --locality's moves) [default: [prune] max-repack, else 10].
     #[arg(long, value_name = "PERCENT")]
     pub max_repack: Option<f64>,
     /// How long a condemned pack waits before it is deleted [default:
