@@ -443,6 +443,21 @@ fn another_hosts_repack_leaves_this_hosts_snapshots_restorable() {
 }
 
 #[test]
+fn a_verify_without_the_identity_does_not_stop_the_catch_up() {
+    let s = a_prunes_what_b_shares();
+    // Without the identity B cannot index A's new pack: the packs A
+    // deleted are reported missing...
+    let rep = s.b.json(&["--json", "verify"], 4);
+    assert!(!rep["problems"].as_array().unwrap().is_empty(), "{rep}");
+    // ...and the next restore (with it) still catches up and follows X to
+    // the repack's new pack.
+    for (id, data) in &s.b_snapshots {
+        s.b.assert_restores_everywhere(id, data);
+    }
+    s.b.verify_clean();
+}
+
+#[test]
 fn prune_counts_each_snapshot_it_learns_once() {
     let s = a_prunes_what_b_shares();
     assert_eq!(s.prune["learned"]["snapshots"], 2, "{}", s.prune);

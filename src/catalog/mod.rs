@@ -346,6 +346,43 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_falls_back_to_a_copy_in_a_pack_that_stays() {
+        use vault_format::blob::Codec;
+        use vault_format::pack::{BlobEntry, ChunkKind, PackIndex};
+        use vault_format::{ChunkId, PackId};
+        let index = PackIndex {
+            blobs: vec![BlobEntry {
+                offset: 0,
+                stored_len: 8,
+                raw_len: 8,
+                codec: Codec::Raw,
+                kind: ChunkKind::Data,
+                chunks: vec![(ChunkId([7; 32]), 8)],
+            }],
+        };
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(&d.path().join("c.sqlite")).unwrap();
+        // a holds the first location; b and c further copies, b first.
+        let [a, b, k] = [1u8, 2, 3].map(|n| PackId([n; 32]));
+        for p in [a, b, k] {
+            c.insert_pack(
+                &p,
+                10,
+                &index,
+                "local",
+                CopyState::Present,
+                Placement::KeepFirst,
+            )
+            .unwrap();
+        }
+        // b is on its way out (its deletion is recorded).
+        c.record_deletions(&[(crate::tier::keys::pack(&b), "s3".to_string())], "pruned")
+            .unwrap();
+        c.remove_packs(&[a]).unwrap();
+        assert_eq!(c.chunk_pack(&ChunkId([7; 32])).unwrap(), Some(k));
+    }
+
+    #[test]
     fn a_damaged_row_says_to_rebuild() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("c.sqlite");

@@ -11,6 +11,13 @@ use super::packs::CopyState;
 use super::sql::Sql;
 use super::{Catalog, CatalogError};
 
+/// SQL ordering key for a chunk copy `cc`: copies in packs whose deletion
+/// is recorded (condemned and on their way out, or held by Object Lock)
+/// last, so a chunk's new first location is one that stays.
+const DOOMED_LAST: &str = "EXISTS (SELECT 1 FROM blobs b JOIN deletions d
+     ON d.key = 'packs/' || substr(lower(hex(b.pack_id)), 1, 2) || '/' || lower(hex(b.pack_id))
+     WHERE b.id = cc.blob), cc.blob";
+
 impl Catalog {
     /// Removes packs from the catalog entirely (once deleted from every
     /// tier): their blobs, and every chunk location in them. A chunk whose
@@ -55,18 +62,18 @@ impl Catalog {
         )
         .map_err(e)?;
         blobs_of(&tx, "doomed_blobs", ids).map_err(e)?;
-        tx.execute_batch(
+        tx.execute_batch(&format!(
             "INSERT OR IGNORE INTO orphaned SELECT id FROM chunks WHERE blob IN (SELECT id FROM doomed_blobs);
              DELETE FROM chunks WHERE id IN (SELECT id FROM orphaned);
              DELETE FROM chunk_copies WHERE blob IN (SELECT id FROM doomed_blobs);
              INSERT OR IGNORE INTO chunks(id, blob, offset, length)
                  SELECT cc.id, cc.blob, cc.offset, cc.length FROM chunk_copies cc
-                 WHERE cc.id IN (SELECT id FROM orphaned);
+                 WHERE cc.id IN (SELECT id FROM orphaned) ORDER BY {DOOMED_LAST};
              DELETE FROM chunk_copies WHERE EXISTS
                  (SELECT 1 FROM chunks c WHERE c.id = chunk_copies.id AND c.blob = chunk_copies.blob);
              DELETE FROM blobs WHERE id IN (SELECT id FROM doomed_blobs);
-             DELETE FROM doomed_blobs; DELETE FROM orphaned;",
-        )
+             DELETE FROM doomed_blobs; DELETE FROM orphaned;"
+        ))
         .map_err(e)?;
         for id in ids {
             tx.execute("DELETE FROM pack_copies WHERE pack_id = ?1", [Sql(*id)])
@@ -101,11 +108,14 @@ impl Catalog {
         blobs_of(&tx, "gone_blobs", ids).map_err(e)?;
         let moved = tx
             .execute(
-                "INSERT OR IGNORE INTO moving
+                &format!(
+                    "INSERT OR IGNORE INTO moving
                      SELECT cc.id, cc.blob, cc.offset, cc.length FROM chunks c
                      JOIN chunk_copies cc ON cc.id = c.id
                      WHERE c.blob IN (SELECT id FROM gone_blobs)
-                       AND cc.blob NOT IN (SELECT id FROM gone_blobs)",
+                       AND cc.blob NOT IN (SELECT id FROM gone_blobs)
+                     ORDER BY {DOOMED_LAST}"
+                ),
                 [],
             )
             .map_err(e)?;

@@ -189,7 +189,8 @@ pub fn refresh(
         learned.dropped_snapshots = gone.len() as u64;
         catalog.forget_snapshots(&gone, &[])?;
     }
-    refresh_packs(catalog, views, identity, &mut learned)?;
+    let recorded: Option<HashSet<PackId>> = before.map(|b| b.packs.iter().copied().collect());
+    refresh_packs(catalog, views, identity, recorded.as_ref(), &mut learned)?;
     if let Some(before) = before {
         let gone: Vec<PackId> = before
             .packs
@@ -230,11 +231,10 @@ pub fn catch_up(
         .iter()
         .filter_map(|o| keys::parse_pack(&o.key))
         .collect();
-    let states = catalog.pack_states(primary.name())?;
-    let stale = before
-        .packs
-        .iter()
-        .any(|p| states.get(p) == Some(&CopyState::Present) && !listed.contains(p));
+    // Any catalog pack, whatever state its copy is recorded in: a refresh
+    // that could not finish (no identity, a tier unreachable) marks copies
+    // missing, and catching up must not stop there.
+    let stale = before.packs.iter().any(|p| !listed.contains(p));
     if !stale {
         return Ok(None);
     }
@@ -273,6 +273,7 @@ fn refresh_packs(
     catalog: &mut Catalog,
     views: &[TierView],
     identity: Option<&Identity>,
+    recorded: Option<&HashSet<PackId>>,
     learned: &mut Learned,
 ) -> Result<()> {
     let known: HashSet<PackId> = catalog.packs()?.iter().map(|(p, _)| *p).collect();
@@ -316,9 +317,14 @@ fn refresh_packs(
                     .push(format!("pack {id} in tier {}: {e}", t.name())),
             }
         }
-        // Copies the catalog believes in that the listing does not show.
+        // Copies the catalog believes in that the listing does not show:
+        // only packs recorded before the listing (one a backup records
+        // meanwhile was stored after it was taken, and is there).
+        let Some(recorded) = recorded else {
+            continue;
+        };
         for (id, state) in states {
-            if state == CopyState::Present && !v.packs.contains_key(&id) {
+            if state == CopyState::Present && !v.packs.contains_key(&id) && recorded.contains(&id) {
                 catalog.set_pack_copy(&id, t.name(), CopyState::Missing, false)?;
             }
         }

@@ -162,11 +162,14 @@ impl Run<'_> {
             .collect();
         for c in &s.copies {
             match self.catalog.chunk_pack(c)? {
+                // A home whose own deletion is recorded (held back by
+                // Object Lock, or not yet carried out) is no home.
                 Some(q)
                     if q != *p
                         && self.views[i].packs.contains_key(&q)
                         && !condemned.contains(&q)
-                        && !deleting.contains(&q) => {}
+                        && !deleting.contains(&q)
+                        && !self.catalog.deletion_pending(&keys::pack(&q))? => {}
                 _ => return Ok(false),
             }
         }
@@ -244,8 +247,14 @@ impl Run<'_> {
                     .packs
                     .iter()
                     .filter(|p| {
+                        // A pack whose deletion is recorded stays marked
+                        // until it is gone: backups must keep off it.
                         self.views[i].packs.contains_key(p)
-                            && !self.stats.get(p).is_some_and(|s| s.needed)
+                            && (!self.stats.get(p).is_some_and(|s| s.needed)
+                                || self
+                                    .catalog
+                                    .deletion_pending(&keys::pack(p))
+                                    .unwrap_or(true))
                     })
                     .copied()
                     .collect();

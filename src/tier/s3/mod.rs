@@ -139,7 +139,11 @@ impl S3Tier {
     ) -> TierError {
         let status = e.raw_response().map(|r| r.status().as_u16());
         let code = e.code().map(str::to_string);
-        if status == Some(404) || matches!(code.as_deref(), Some("NoSuchKey" | "NotFound")) {
+        // A missing bucket (or a wrong endpoint answering 404 with it) is not
+        // a missing object: callers treat "not found" as "absent here".
+        if code.as_deref() != Some("NoSuchBucket")
+            && (status == Some(404) || matches!(code.as_deref(), Some("NoSuchKey" | "NotFound")))
+        {
             return TierError::NotFound {
                 tier: self.name.clone(),
                 key: key.to_string(),
