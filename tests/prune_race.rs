@@ -126,14 +126,7 @@ fn race_at(at: usize) -> (Vec<String>, bool) {
         }))),
         steps: Mutex::new(Vec::new()),
     };
-    let opts = prune::options(
-        &vault,
-        false,
-        Some(std::time::Duration::ZERO),
-        Some(0.0),
-        Some(100.0),
-    )
-    .unwrap();
+    let opts = at_once(&vault);
     let ctx = commands::read_context(&vault, None, "prune").unwrap();
     prune::prune(&vault, &ctx, &opts, &p).unwrap();
     let steps = p.steps.into_inner().unwrap();
@@ -148,15 +141,7 @@ fn race_at(at: usize) -> (Vec<String>, bool) {
     let rep = verify::verify(&vault, Some(&ctx), &Silent).unwrap();
     assert!(rep.problems.is_empty(), "step {at}: {:?}", rep.problems);
     // A second prune completes what the race held back, and still loses nothing.
-    let opts = prune::options(
-        &vault,
-        false,
-        Some(std::time::Duration::ZERO),
-        Some(0.0),
-        Some(100.0),
-    )
-    .unwrap();
-    prune::prune(&vault, &ctx, &opts, &Silent).unwrap();
+    prune::prune(&vault, &ctx, &at_once(&vault), &Silent).unwrap();
     if let Some(id) = *racer.lock().unwrap() {
         assert_eq!(
             restore(&vault, &id),
@@ -180,4 +165,17 @@ fn a_backup_reusing_condemned_chunks_at_any_prune_step_restores() {
         let (_, raced) = race_at(at);
         assert!(raced, "step {at} ({step}) was not reached");
     }
+}
+
+/// Prune as a vault only this host writes runs it: grace 0, everything
+/// sparse repacked, no budget.
+fn at_once(vault: &coffer::vault::Vault) -> prune::PruneOptions {
+    prune::options(
+        vault,
+        false,
+        Some(std::time::Duration::ZERO),
+        Some(0.0),
+        Some(100.0),
+    )
+    .unwrap()
 }

@@ -350,22 +350,11 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn pack_retentions(&self, tier: &str) -> Result<HashMap<String, String>, CatalogError> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT pack_id, retained_until FROM pack_copies
-                 WHERE tier = ?1 AND retained_until IS NOT NULL",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([tier], |r| {
-                Ok((
-                    crate::tier::keys::pack(&r.get::<_, Sql<PackId>>(0)?.0),
-                    r.get(1)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        let by_id: HashMap<PackId, String> = self.retentions("pack_copies", "pack_id", tier)?;
+        Ok(by_id
+            .into_iter()
+            .map(|(p, until)| (crate::tier::keys::pack(&p), until))
+            .collect())
     }
 
     /// Until when each manifest's copy in `tier` is retained, where known.
@@ -376,17 +365,30 @@ impl Catalog {
         &self,
         tier: &str,
     ) -> Result<HashMap<SnapshotId, String>, CatalogError> {
+        self.retentions("snapshot_copies", "snapshot_id", tier)
+    }
+
+    /// `id -> retained_until` of the copies in `tier` of a copies table
+    /// (`pack_copies`, `snapshot_copies`) whose retention is known.
+    fn retentions<K>(
+        &self,
+        table: &str,
+        id_column: &str,
+        tier: &str,
+    ) -> Result<HashMap<K, String>, CatalogError>
+    where
+        K: std::hash::Hash + Eq,
+        Sql<K>: rusqlite::types::FromSql,
+    {
         let mut st = self
             .conn
-            .prepare(
-                "SELECT snapshot_id, retained_until FROM snapshot_copies
-                 WHERE tier = ?1 AND retained_until IS NOT NULL",
-            )
+            .prepare(&format!(
+                "SELECT {id_column}, retained_until FROM {table}
+                 WHERE tier = ?1 AND retained_until IS NOT NULL"
+            ))
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([tier], |r| {
-                Ok((r.get::<_, Sql<SnapshotId>>(0)?.0, r.get(1)?))
-            })
+            .query_map([tier], |r| Ok((r.get::<_, Sql<K>>(0)?.0, r.get(1)?)))
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }

@@ -344,13 +344,13 @@ fn take_prune_key(tier: &dyn Tier, body: &[u8], id: &str) -> Result<()> {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let now = unix_now();
-        let live = locks(tier)?.into_iter().any(|l| {
-            l.kind == LockKind::Prune
-                && holder.as_ref().is_some_and(|h| h.id == l.id)
-                && l.live(now)
+        let heartbeats = locks(tier)?;
+        let live = holder.filter(|h| {
+            heartbeats
+                .iter()
+                .any(|l| l.kind == LockKind::Prune && h.id == l.id && l.live(now))
         });
-        if live {
-            let h = holder.expect("a live holder was read");
+        if let Some(h) = live {
             return Err(Error::Busy(format!(
                 "another prune holds the lock in tier {} (host {}, pid {}, since {}); wait for it to finish",
                 tier.name(),

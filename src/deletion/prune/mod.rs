@@ -395,14 +395,12 @@ impl Run<'_> {
     /// needs leaves the catalog; one a kept snapshot needs is lost data,
     /// reported, and kept so restore and verify name it.
     fn forget_gone(&mut self) -> Result<()> {
-        if !self.report.unreachable.is_empty() {
-            return Ok(());
-        }
+        // The refresh found them (only when every tier was listed).
         let gone: Vec<PackId> = self
-            .before
-            .packs
+            .report
+            .learned
+            .gone
             .iter()
-            .filter(|p| !self.views.iter().any(|v| v.packs.contains_key(p)))
             .filter(|p| self.stats.contains_key(p))
             .copied()
             .collect();

@@ -27,7 +27,7 @@ impl Run<'_> {
                 ..Default::default()
             })
             .collect();
-        let (live, newest) = (&self.live, &self.newest);
+        let (live, newest, locality) = (&self.live, &self.newest, self.opts.locality);
         let mut blob_use: HashMap<i64, BlobUse> = HashMap::new();
         self.catalog.for_each_holding(|h| -> Result<()> {
             let Some(&p) = blobs.get(&h.blob) else {
@@ -35,13 +35,17 @@ impl Run<'_> {
             };
             let s = &mut stats[p as usize];
             let len = u64::from(h.length);
-            let u = blob_use.entry(h.blob).or_default();
-            u.total += len;
+            // Per blob only for locality: a map entry per blob is memory
+            // that grows with the vault.
+            let mut u = locality.then(|| blob_use.entry(h.blob).or_default());
+            if let Some(u) = u.as_deref_mut() {
+                u.total += len;
+            }
             if live.may_contain(&h.id) {
                 s.live += len;
                 if h.first {
                     s.needed = true;
-                    if newest.may_contain(&h.id) {
+                    if let Some(u) = u.filter(|_| newest.may_contain(&h.id)) {
                         u.newest += len;
                     }
                 } else {
