@@ -906,6 +906,18 @@ def chart_gnuplot(a, res, path):
     return os.path.exists(path)
 
 
+
+def cleanup(res, work, keep):
+    """Stops the cluster a run started and removes its work directory
+    (unless asked to keep it)."""
+    cl = res.pop("_cluster", None)
+    if cl:
+        cl.stop()
+    if keep:
+        log(f"kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
 def main():
     global IDLE_WAIT
     a = parse_args()
@@ -950,13 +962,7 @@ def main():
         log(f"error: {e}")
         status = 1
     finally:
-        cl = res.pop("_cluster", None)
-        if cl:
-            cl.stop()
-        if a.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        cleanup(res, work, a.keep)
     if status or "restore" not in res:
         return status or 1
     md = markdown(a, res)

@@ -313,13 +313,7 @@ def main():
         log(f"error: {e}")
         status = 1
     finally:
-        cl = res.pop("_cluster", None)
-        if cl:
-            cl.stop()
-        if a.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        compare.cleanup(res, work, a.keep)
     if status:
         return status
     md = summary(a, res)
