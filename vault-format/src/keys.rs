@@ -16,6 +16,7 @@ use crate::ids::ChunkId;
 
 const CHUNK_ID_CONTEXT: &str = "coffer vault 2026-11 chunk id v1";
 const CHUNKER_SEED_CONTEXT: &str = "coffer vault 2026-11 chunker seed v1";
+const WAL_CONTEXT: &str = "coffer vault 2026-11 wal v1";
 
 /// The vault's dedup key. Never printed: `Debug` is redacted.
 #[derive(Clone, PartialEq, Eq)]
@@ -41,6 +42,12 @@ impl DedupKey {
     /// The key that names chunks.
     pub fn chunk_id_key(&self) -> ChunkIdKey {
         ChunkIdKey(blake3::derive_key(CHUNK_ID_CONTEXT, &self.0))
+    }
+
+    /// The key that names WAL archives and fingerprints archived WAL files
+    /// (see [`crate::wal`]).
+    pub fn wal_key(&self) -> WalKey {
+        WalKey(blake3::derive_key(WAL_CONTEXT, &self.0))
     }
 
     /// The 64-bit seed XORed into FastCDC's gear tables.
@@ -84,6 +91,40 @@ impl ChunkIdKey {
 impl fmt::Debug for ChunkIdKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ChunkIdKey(<redacted>)")
+    }
+}
+
+/// The derived key for the WAL archive: a host with the push key can tell
+/// whether a WAL file is already archived with the same content, and the
+/// storage side sees neither job names nor system identifiers in the clear.
+#[derive(Clone)]
+pub struct WalKey([u8; 32]);
+
+impl WalKey {
+    /// Keyed BLAKE3 of a WAL file's content.
+    pub fn content_hash(&self, data: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.0, data).as_bytes()
+    }
+
+    /// The archive directory name of a job: 16 hex characters of a keyed
+    /// hash, so job names stay inside the encryption.
+    pub fn job_tag(&self, job: &str) -> String {
+        self.tag(&format!("job\0{job}"))
+    }
+
+    /// The marker name of a cluster's system identifier.
+    pub fn system_tag(&self, system_identifier: u64) -> String {
+        self.tag(&format!("system\0{system_identifier}"))
+    }
+
+    fn tag(&self, what: &str) -> String {
+        hex::encode(&blake3::keyed_hash(&self.0, what.as_bytes()).as_bytes()[..8])
+    }
+}
+
+impl fmt::Debug for WalKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WalKey(<redacted>)")
     }
 }
 

@@ -49,6 +49,7 @@ pub mod pack;
 pub mod seal;
 #[doc(hidden)]
 pub mod testdata;
+pub mod wal;
 
 pub use error::FormatError;
 pub use ids::{ChunkId, PackId, SnapshotId, VaultId};
