@@ -107,6 +107,10 @@ pub enum Error {
         /// The failure as it was reported.
         cause: Box<Error>,
     },
+    /// The WAL archive refused a file or cannot serve one (the message says
+    /// which file, which job and what to do).
+    #[error("{0}")]
+    Wal(String),
     /// Writing the output failed.
     #[error("writing {what} failed: {io}")]
     Output {

@@ -10,6 +10,7 @@
 //! - [`source`]: what produces streams (files, stdin, directories as tar,
 //!   pg_dump); [`pg`]: PostgreSQL plumbing;
 //! - [`catalog`]: the SQLite cache of what the vault holds, and the runs;
+//! - [`wal`]: the WAL archive (push, fetch, upload in batches, gaps);
 //! - [`tier`] and [`replicate`]: where objects live (local directory, S3)
 //!   and copying between tiers;
 //! - [`vault`]: an opened vault (settings, keys, tiers, catalog);
@@ -30,6 +31,7 @@ pub mod source;
 pub mod tier;
 pub mod util;
 pub mod vault;
+pub mod wal;
 
 pub use error::{Error, Result};
 pub use vault::Vault;

@@ -41,6 +41,8 @@ pub struct SyncReport {
     /// Snapshots of other hosts that no tier holds any more (their host
     /// forgot them): dropped from this catalog.
     pub forgotten_elsewhere: u64,
+    /// WAL files uploaded to it in batches (the offsite tier).
+    pub wal_files_copied: u64,
     /// What could not be done (pack or snapshot, why).
     pub problems: Vec<String>,
 }

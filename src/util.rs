@@ -68,3 +68,17 @@ pub fn write_secret_file(path: &std::path::Path, contents: &[u8]) -> std::io::Re
     f.write_all(contents)?;
     f.sync_all()
 }
+
+/// The uid and gid of a local user, from `/etc/passwd` (users only in a
+/// directory service are not found).
+pub fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        if f.next()? != name {
+            return None;
+        }
+        let _password = f.next()?;
+        Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+    })
+}

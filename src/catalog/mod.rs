@@ -10,7 +10,7 @@
 //! per tier, what prune needs of them), `removal` (packs leaving the
 //! catalog, their chunks falling back to further copies), `snapshots`
 //! (snapshots, pins, and their manifests' copies), `deletions` (deletes
-//! decided and not yet done), `runs` (the audit trail). `schema` holds the migrations and `sql` how
+//! decided and not yet done), `runs` (the audit trail), `wal` (the WAL archive). `schema` holds the migrations and `sql` how
 //! ids and enums are stored.
 //!
 //! WAL mode lets the backup's dedup stage read while the packer commits.
@@ -23,6 +23,7 @@ mod runs;
 mod schema;
 mod snapshots;
 mod sql;
+mod wal;
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,7 @@ pub use deletions::PendingDeletion;
 pub use packs::{CopyState, Holding, Placement};
 pub use runs::{Outcome, RunKind, RunSummary};
 pub use snapshots::SnapshotRecord;
+pub use wal::{WalRecord, WalSystem};
 
 /// Catalog failures.
 #[derive(Debug, Error)]

@@ -127,4 +127,30 @@ CREATE TABLE deletions (
     PRIMARY KEY (key, tier)
 ) WITHOUT ROWID;
 "#,
+    // 2 -> 3: the WAL archive (vault-format/SPEC.md "WAL archive").
+    r#"
+-- Every WAL file archived by `coffer wal push`, per job. The local tier's
+-- wal/<job tag>/<name> object is the truth; this is its cache, plus what
+-- only this host knows: when it was pushed and which S3 batch holds it.
+CREATE TABLE wal_files (
+    job     TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    tli     INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    hash    BLOB NOT NULL,
+    size    INTEGER NOT NULL,
+    stored  INTEGER NOT NULL,
+    pushed  TEXT NOT NULL,
+    batch   TEXT,
+    PRIMARY KEY (job, name)
+) WITHOUT ROWID;
+CREATE INDEX wal_files_pending ON wal_files(job, batch, pushed);
+
+-- The cluster a job archives: the first segment pushed decides it.
+CREATE TABLE wal_systems (
+    job               TEXT PRIMARY KEY,
+    system_identifier TEXT NOT NULL,
+    segment_size      INTEGER NOT NULL
+);
+"#,
 ];

@@ -9,6 +9,7 @@ use coffer::commands::pg_backup::{self, PgBackupOptions, PgBackupReport};
 use coffer::pg::recorded::Selection;
 use coffer::pg::ConnInfo;
 use coffer::pipeline::backup::BackupRequest;
+use coffer::source::basebackup::BaseOptions;
 use coffer::source::pg_dump::DumpOptions;
 use serde::Serialize;
 
@@ -66,6 +67,16 @@ pub struct PgBackupArgs {
     /// Do not back up the cluster globals (roles, tablespaces) beside the dump.
     #[arg(long)]
     pub no_globals: bool,
+    /// A physical base backup of the whole cluster (pg_basebackup, tar
+    /// format, streamed) for point-in-time recovery, instead of a dump.
+    /// Needs archive_command = 'coffer wal push --job <this job> %p' and a
+    /// role with the REPLICATION privilege.
+    #[arg(long, conflicts_with_all = ["schema_only", "data_only", "tables", "exclude_tables", "schemas", "no_globals"])]
+    pub physical: bool,
+    /// With --physical: `fast` (checkpoint now) or `spread` (the server's
+    /// paced checkpoint; gentler, slower to start).
+    #[arg(long, default_value = "fast", value_parser = ["fast", "spread"], requires = "physical")]
+    pub checkpoint: String,
 }
 
 pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
@@ -139,10 +150,27 @@ fn backup_pg(
     tags: &[String],
     a: &PgBackupArgs,
 ) -> Result<i32> {
+    let conn = ConnInfo::parse(a.dbname.as_deref().unwrap_or("")).map_err(coffer::Error::from)?;
+    if a.physical {
+        let opts = BaseOptions {
+            conn,
+            checkpoint: a.checkpoint.clone(),
+            label: format!("coffer {job}"),
+        };
+        let rep = with_progress(ctx.v, "backing up", |p| {
+            pg_backup::backup_physical(vault, job, tags, &opts, p)
+        })?;
+        return Ok(render(
+            ctx.v,
+            &Stream {
+                rep: &rep,
+                vault: vault.local.root(),
+            },
+        ));
+    }
     let opts = PgBackupOptions {
         dump: DumpOptions {
-            conn: ConnInfo::parse(a.dbname.as_deref().unwrap_or(""))
-                .map_err(coffer::Error::from)?,
+            conn,
             selection: Selection {
                 schema_only: a.schema_only,
                 data_only: a.data_only,

@@ -9,11 +9,13 @@ mod forget;
 mod index;
 mod init;
 mod output;
+mod pitr;
 mod prune;
 mod restore;
 mod snapshots;
 mod sync;
 mod verify;
+mod wal;
 
 use std::path::PathBuf;
 
@@ -32,6 +34,8 @@ Exit status:
   3  done locally, a tier pending (offsite copy, or a deletion; run sync)
   4  data missing or corrupt (restore aborted, or verify found damage)
   5  a key is missing or does not open the vault
+  `wal fetch` (restore_command): 1 the WAL file is in no tier; 128 it is
+  damaged everywhere or a tier cannot be asked (PostgreSQL stops recovery)
 
 Environment: COFFER_CONFIG (settings file), COFFER_IDENTITY (identity file
 for commands that decrypt), BACKUP_DIRECTORY (default local vault for init),
@@ -90,6 +94,12 @@ pub enum Command {
     Pin(forget::PinArgs),
     /// Remove a snapshot's pin.
     Unpin(forget::UnpinArgs),
+    /// The WAL archive: `archive_command` (push), `restore_command`
+    /// (fetch), offsite upload and gap checks (docs/postgres.md).
+    Wal {
+        #[command(subcommand)]
+        command: wal::WalCommand,
+    },
     /// Catalog maintenance.
     Index {
         #[command(subcommand)]
@@ -140,6 +150,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Prune(a) => prune::run(&ctx, a),
         Command::Pin(a) => forget::pin(&ctx, a),
         Command::Unpin(a) => forget::unpin(&ctx, a),
+        Command::Wal { command } => wal::run(&ctx, command),
         Command::Index { command } => index::run(&ctx, command),
     }
 }

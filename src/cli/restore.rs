@@ -19,9 +19,13 @@ use super::Ctx;
 
 /// `coffer restore`
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct RestoreArgs {
     /// Snapshot id, a unique prefix of it, or `latest`.
-    pub snapshot: String,
+    #[arg(required = true)]
+    pub snapshot: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<RestoreCommand>,
     /// With `latest`: the newest snapshot of this job.
     #[arg(long)]
     pub job: Option<String>,
@@ -39,6 +43,16 @@ pub struct RestoreArgs {
     /// Restore a pg_dump snapshot into a database instead (see docs/postgres.md).
     #[command(flatten)]
     pub pg: PgRestoreArgs,
+}
+
+/// `coffer restore pitr`.
+#[derive(Debug, clap::Subcommand)]
+pub enum RestoreCommand {
+    /// Point-in-time recovery: restore the newest complete physical base
+    /// backup before the target into a new data directory and configure
+    /// PostgreSQL to replay the archived WAL up to the target
+    /// (docs/postgres.md, "Point-in-time recovery").
+    Pitr(Box<super::pitr::PitrArgs>),
 }
 
 /// `coffer restore --dbname ...`
@@ -75,8 +89,15 @@ pub struct PgRestoreArgs {
 }
 
 pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<i32> {
+    if let Some(RestoreCommand::Pitr(p)) = a.command {
+        return super::pitr::run(ctx, *p);
+    }
     let vault = ctx.vault()?;
-    let manifest = restore::find(&vault, &a.snapshot, a.job.as_deref())?;
+    let snapshot = a
+        .snapshot
+        .as_deref()
+        .expect("clap requires SNAPSHOT without a subcommand");
+    let manifest = restore::find(&vault, snapshot, a.job.as_deref())?;
     if a.pg.dbname.is_some() {
         return to_database(ctx, &vault, &manifest, &a);
     }

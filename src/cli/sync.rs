@@ -35,9 +35,10 @@ impl Render for Synced {
             note(
                 v,
                 &format!(
-                    "coffer: tier {}: copied {} packs ({}) and {} manifests{}",
+                    "coffer: tier {}: copied {} packs and {} WAL files ({}) and {} manifests{}",
                     r.tier,
                     r.packs_copied,
+                    r.wal_files_copied,
                     bytes(r.bytes_copied),
                     r.manifests_copied,
                     if r.problems.is_empty() {

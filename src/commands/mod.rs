@@ -8,12 +8,14 @@ pub mod init;
 pub mod pg_backup;
 pub mod pg_restore;
 pub mod pin;
+pub mod pitr;
 pub mod prune;
 pub mod rebuild;
 pub mod restore;
 pub mod snapshots;
 pub mod sync;
 pub mod verify;
+pub mod wal;
 
 use std::sync::Arc;
 

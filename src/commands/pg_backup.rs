@@ -1,5 +1,6 @@
 //! `coffer backup pg`: a database dumped over an exported snapshot, and its
-//! cluster globals beside it as a companion snapshot.
+//! cluster globals beside it as a companion snapshot; or (`--physical`) a
+//! base backup of the whole cluster for point-in-time recovery.
 //!
 //! Two runs are recorded, one per snapshot: the dump's (which also covers
 //! what fails before the pipeline starts: connecting, pg_dumpall) and the
@@ -17,6 +18,7 @@ use crate::pg::globals::{self, Globals};
 use crate::pg::KIND_GLOBALS;
 use crate::pipeline::backup::BackupRequest;
 use crate::progress::Progress;
+use crate::source::basebackup::{BaseBackupSource, BaseOptions};
 use crate::source::pg_dump::{DumpOptions, DumpSummary, PgDumpSource};
 use crate::source::MemorySource;
 use crate::vault::Vault;
@@ -157,5 +159,30 @@ pub fn backup_pg(
         summary: dump.summary,
         globals,
         role_passwords,
+    })
+}
+
+/// Takes a physical base backup (`pg_basebackup` streamed as tar) into
+/// `job`; its WAL comes from `coffer wal push --job <job>`.
+///
+/// # Errors
+/// As [`crate::source::basebackup::BaseBackupSource::start`] and the
+/// pipeline; nothing is committed.
+pub fn backup_physical(
+    vault: &Vault,
+    job: &str,
+    tags: &[String],
+    opts: &BaseOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
+    let catalog = vault.catalog()?;
+    catalog.record_run(RunKind::Backup, Some(job), None, |_| {
+        let mut source = BaseBackupSource::start(opts)?;
+        let req = BackupRequest {
+            job: job.to_string(),
+            tags: tags.to_vec(),
+            facts: Default::default(),
+        };
+        backup_unrecorded(vault, &mut source, &req, progress)
     })
 }

@@ -63,7 +63,12 @@ pub fn restore(
                 let mut lock = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
                 restore::run(ctx, manifest, &mut lock, progress)
             }
-            Target::Path(p) if manifest.kind == kinds::TAR => to_tree(ctx, manifest, p, progress),
+            Target::Path(p)
+                if manifest.kind == kinds::TAR
+                    || manifest.kind == crate::pg::basebackup::KIND_BASE =>
+            {
+                to_tree(ctx, manifest, p, progress)
+            }
             Target::Path(p) => to_file(ctx, manifest, p, progress),
         },
     )
@@ -169,7 +174,9 @@ fn to_tree(
             let mut a = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, reader));
             a.set_preserve_permissions(true);
             a.set_preserve_mtime(true);
-            a.set_preserve_ownerships(true);
+            // Only root may give files away; anyone else restores them as their
+            // own (a base backup's injected backup_manifest claims uid 2048).
+            a.set_preserve_ownerships(rustix::process::geteuid().is_root());
             a.set_overwrite(false);
             unpack(&mut a, &dest)?;
             // Drain anything after the archive's end marker, so the writer

@@ -37,6 +37,16 @@ pub fn sync(vault: &Vault, progress: &dyn Progress) -> Result<Vec<SyncReport>> {
                         format!("{k} could not be deleted from {}: {why}", r.tier)
                     }));
                 }
+                if i > 0 {
+                    // Everything `wal push` stored and no batch holds yet.
+                    match crate::wal::upload::upload(vault, None, true) {
+                        Ok(w) => {
+                            r.wal_files_copied = w.files as u64;
+                            r.bytes_copied += w.bytes;
+                        }
+                        Err(e) => r.problems.push(format!("WAL upload: {e}")),
+                    }
+                }
                 out.push(r);
             }
             Ok(SyncRun(out))

@@ -9,6 +9,8 @@
 //! ([`crate::commands::pg_restore`]) and restore drills
 //! ([`crate::commands::drill`]).
 //!
+//! - [`basebackup`]: what a physical base backup records (`backup_label`,
+//!   `backup_manifest`, start and stop LSN), read by PITR;
 //! - [`conninfo`]: libpq connection strings and URLs, ~/.pgpass;
 //! - [`session`]: the REPEATABLE READ, READ ONLY transaction that exports
 //!   the snapshot pg_dump reads, and records table facts from it;
@@ -23,6 +25,7 @@
 //! Nothing here prints; async code runs on current-thread runtimes owned by
 //! this module, and never calls into tiers or pipelines.
 
+pub mod basebackup;
 pub mod compare;
 pub mod conninfo;
 pub mod facts;

@@ -9,6 +9,7 @@
 //! tar stream), [`pg_dump`] (a database over an exported snapshot) and
 //! [`memory`] (a small stream already in memory, e.g. the cluster globals).
 
+pub mod basebackup;
 pub mod file;
 pub mod memory;
 pub mod pg_dump;

@@ -124,10 +124,25 @@ impl LocalTier {
     /// when it had to be created, so the new directory survives a crash).
     fn ensure_parent(&self, dest: &Path) -> io::Result<()> {
         let parent = dest.parent().expect("object paths have a parent");
-        if mkdir_0700(parent)? {
-            sync_dir(parent.parent().expect("fan-out dirs have a parent"))?;
+        self.ensure_dir(parent)
+    }
+
+    /// Creates `dir` and any missing parents up to the root (WAL objects
+    /// live two levels deep), fsyncing each parent that gained an entry.
+    fn ensure_dir(&self, dir: &Path) -> io::Result<()> {
+        let parent = dir.parent().expect("object directories have a parent");
+        match mkdir_0700(dir) {
+            Ok(true) => sync_dir(parent),
+            Ok(false) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && dir != self.root => {
+                self.ensure_dir(parent)?;
+                if mkdir_0700(dir)? {
+                    sync_dir(parent)?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
     /// Links a complete, fsynced file to its final name.

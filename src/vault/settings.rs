@@ -56,6 +56,65 @@ pub struct Settings {
     /// `[prune]`.
     #[serde(default, skip_serializing_if = "PruneSettings::is_default")]
     pub prune: PruneSettings,
+    /// `[wal]`: WAL archiving.
+    #[serde(default, skip_serializing_if = "WalSettings::is_default")]
+    pub wal: WalSettings,
+}
+
+/// `[wal]`: how WAL files travel to the offsite tier and back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct WalSettings {
+    /// Files per S3 batch [default: 16].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_files: Option<usize>,
+    /// Upload a batch once its oldest file waited this long (humantime)
+    /// [default: 60s]: the bound on offsite lag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_wait: Option<String>,
+    /// Upload in the background after `wal push` [default: true]; false
+    /// leaves uploads to `coffer sync` / `coffer wal upload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background_upload: Option<bool>,
+    /// WAL files `wal fetch` decrypts ahead of replay [default: 4].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<usize>,
+}
+
+impl WalSettings {
+    fn is_default(&self) -> bool {
+        *self == WalSettings::default()
+    }
+
+    /// Files per batch.
+    pub fn batch_files(&self) -> usize {
+        self.batch_files.unwrap_or(16).clamp(1, 1024)
+    }
+
+    /// The longest a file waits for its batch.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a duration humantime cannot read.
+    pub fn batch_wait(&self) -> Result<std::time::Duration> {
+        match &self.batch_wait {
+            None => Ok(std::time::Duration::from_secs(60)),
+            Some(s) => humantime::parse_duration(s).map_err(|e| {
+                Error::Config(format!(
+                    "[wal] batch-wait = {s:?} is not a duration ({e}); write e.g. \"60s\" or \"5m\""
+                ))
+            }),
+        }
+    }
+
+    /// Whether `wal push` starts the uploader.
+    pub fn background_upload(&self) -> bool {
+        self.background_upload.unwrap_or(true)
+    }
+
+    /// Files to prefetch.
+    pub fn prefetch(&self) -> usize {
+        self.prefetch.unwrap_or(4).min(64)
+    }
 }
 
 /// `[[jobs]]`: one job's settings.

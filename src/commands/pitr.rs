@@ -1,0 +1,389 @@
+//! `coffer restore pitr`: a data directory that recovers to a point in
+//! time, from a base backup and the WAL archive.
+//!
+//! 1. Pick the base backup: the newest *complete* one (every segment from
+//!    its start to its stop archived) that ended before the target, or the
+//!    one named with `--snapshot`. A target outside the archived window is
+//!    refused, naming the window.
+//! 2. Restore its tar into a new directory (mode 0700; as root, owned by
+//!    the data directory's owner).
+//! 3. Write `recovery.signal` and append the recovery settings to
+//!    `postgresql.auto.conf`: `restore_command` runs `coffer wal fetch`
+//!    with this settings file and identity.
+//!
+//! PostgreSQL does the replay when the operator starts the server; the
+//! report says how.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use vault_format::wal::Lsn;
+
+use super::restore::{restore, Target as RestoreTarget};
+use crate::error::{Error, Result};
+use crate::pg::basebackup::BaseFacts;
+use crate::pipeline::restore::RestoreReport;
+use crate::progress::Progress;
+use crate::vault::Vault;
+use crate::wal::verify::{base_backups, missing};
+
+/// Where recovery stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryTarget {
+    /// `recovery_target_time` (with its offset).
+    Time(jiff::Timestamp, String),
+    /// `recovery_target_lsn`.
+    Lsn(Lsn),
+    /// `recovery_target_xid`.
+    Xid(String),
+    /// `recovery_target_name` (a `pg_create_restore_point`).
+    Name(String),
+    /// `recovery_target = 'immediate'`: as soon as the backup is consistent.
+    Immediate,
+}
+
+impl RecoveryTarget {
+    /// Parses `--target-time` the way PostgreSQL's `recovery_target_time`
+    /// takes it (`2026-01-15 14:30:00+00`, or `now()` output from psql),
+    /// insisting on the offset: without one PostgreSQL would read it in the
+    /// server's time zone, which coffer cannot know.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a time without an offset or that does not parse.
+    pub fn time(s: &str) -> Result<Self> {
+        let t = s.trim();
+        // psql prints `+00` and `+05:30`; jiff wants hours and minutes.
+        let normalised = match t.rfind(['+', '-']) {
+            Some(i) if i > 10 && t[i + 1..].len() == 2 => format!("{t}:00"),
+            _ => t.to_string(),
+        };
+        let ts: jiff::Timestamp = normalised.parse().map_err(|_| {
+            Error::Config(format!(
+                "--target-time {s:?} is not a time with an offset; write it as PostgreSQL prints \
+                 now(), e.g. \"2026-01-15 14:30:00+00\""
+            ))
+        })?;
+        Ok(RecoveryTarget::Time(ts, t.to_string()))
+    }
+
+    /// The settings lines for `postgresql.auto.conf`.
+    fn settings(&self) -> Vec<(String, String)> {
+        match self {
+            RecoveryTarget::Time(_, s) => vec![("recovery_target_time".into(), s.clone())],
+            RecoveryTarget::Lsn(l) => vec![("recovery_target_lsn".into(), l.to_string())],
+            RecoveryTarget::Xid(x) => vec![("recovery_target_xid".into(), x.clone())],
+            RecoveryTarget::Name(n) => vec![("recovery_target_name".into(), n.clone())],
+            RecoveryTarget::Immediate => vec![("recovery_target".into(), "immediate".into())],
+        }
+    }
+}
+
+/// What to recover.
+#[derive(Debug, Clone)]
+pub struct PitrOptions {
+    /// The job (its base backups and its WAL).
+    pub job: String,
+    /// The new data directory.
+    pub to: PathBuf,
+    /// Where to stop.
+    pub target: RecoveryTarget,
+    /// `recovery_target_action`: pause, promote or shutdown.
+    pub action: String,
+    /// `recovery_target_timeline`: latest, current or a number.
+    pub timeline: String,
+    /// A base backup to use instead of the one coffer picks.
+    pub snapshot: Option<String>,
+    /// The identity file (also written into `restore_command`).
+    pub identity: Option<PathBuf>,
+    /// Who owns the data directory when running as root.
+    pub owner: Option<String>,
+}
+
+/// What `restore pitr` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PitrReport {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The base backup used.
+    pub snapshot: String,
+    /// When it ended.
+    pub backup_stopped_at: String,
+    /// The WAL the archive holds after it (newest push, RFC 3339).
+    pub archive_ends: Option<String>,
+    /// The settings written to postgresql.auto.conf.
+    pub settings: Vec<(String, String)>,
+    /// The owner the directory was given, when root.
+    pub owner: Option<String>,
+    /// The base backup's restore.
+    pub restore: RestoreReport,
+}
+
+/// Restores a base backup and configures recovery to the target.
+///
+/// # Errors
+/// [`Error::Config`] for a target outside the archived window, a missing
+/// or incomplete base backup, or a non-empty target directory; restore
+/// errors otherwise.
+pub fn restore_pitr(
+    vault: &Vault,
+    opts: &PitrOptions,
+    progress: &dyn Progress,
+) -> Result<PitrReport> {
+    let catalog = vault.catalog()?;
+    let (_, key) = vault.identity(opts.identity.as_deref(), "restore pitr")?;
+    let archive = crate::wal::Archive::new(key.wal_key(), &opts.job);
+    let archived = crate::wal::verify::archived_names(vault, &catalog, &archive)?;
+    let last_push = catalog
+        .wal_files(Some(&opts.job))?
+        .into_iter()
+        .map(|w| w.pushed)
+        .max();
+    let bases = base_backups(&catalog, &opts.job)?;
+    if bases.is_empty() {
+        return Err(Error::Config(format!(
+            "job {} has no physical base backup; take one with `coffer backup pg --physical --job {}`",
+            opts.job, opts.job
+        )));
+    }
+    let complete: Vec<&(String, BaseFacts)> = bases
+        .iter()
+        .filter(|(_, f)| missing(&f.needed_segments(), &archived).is_empty())
+        .collect();
+    let (id, facts) = choose(opts, &bases, &complete, last_push.as_deref())?;
+    let manifest = super::restore::find(vault, id, Some(&opts.job))?;
+    let ctx = super::read_context(vault, opts.identity.as_deref(), "restore pitr")?;
+    let rep = restore(
+        vault,
+        &ctx,
+        &manifest,
+        &RestoreTarget::Path(opts.to.clone()),
+        progress,
+    )?;
+    let out = |io| Error::Output {
+        what: opts.to.display().to_string(),
+        io,
+    };
+    std::fs::set_permissions(&opts.to, std::fs::Permissions::from_mode(0o700)).map_err(out)?;
+    let settings = recovery_settings(vault, opts)?;
+    write_recovery(&opts.to, &settings, id).map_err(out)?;
+    let owner = give_to_owner(&opts.to, opts.owner.as_deref())?;
+    Ok(PitrReport {
+        data_dir: opts.to.clone(),
+        snapshot: id.to_string(),
+        backup_stopped_at: facts.stopped_at.clone(),
+        archive_ends: last_push,
+        settings,
+        owner,
+        restore: rep,
+    })
+}
+
+/// The base backup for the target (see the module docs).
+fn choose<'a>(
+    opts: &PitrOptions,
+    bases: &'a [(String, BaseFacts)],
+    complete: &[&'a (String, BaseFacts)],
+    last_push: Option<&str>,
+) -> Result<(&'a str, &'a BaseFacts)> {
+    if let Some(want) = &opts.snapshot {
+        let (id, f) = bases
+            .iter()
+            .find(|(id, _)| id.starts_with(want.as_str()))
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "{want} is not a base backup of job {}; list them with `coffer snapshots --job {}`",
+                    opts.job, opts.job
+                ))
+            })?;
+        if !complete.iter().any(|(c, _)| c == id) {
+            return Err(Error::Config(format!(
+                "base backup {id} is incomplete: WAL it needs is not archived (`coffer wal verify --job {}` names it)",
+                opts.job
+            )));
+        }
+        return Ok((id, f));
+    }
+    let Some(first) = complete.first() else {
+        return Err(Error::Config(format!(
+            "no base backup of job {} is complete: the WAL from their start to their stop is not \
+             all archived; check archive_command and `coffer wal verify --job {}`",
+            opts.job, opts.job
+        )));
+    };
+    let newest = complete[complete.len() - 1];
+    let window = || {
+        format!(
+            "the archive of job {} covers {} (end of the oldest complete base backup) to {} (the newest WAL pushed)",
+            opts.job,
+            first.1.stopped_at,
+            last_push.unwrap_or("(no WAL pushed)")
+        )
+    };
+    let pick = match &opts.target {
+        RecoveryTarget::Time(t, s) => {
+            let ends = |f: &BaseFacts| {
+                crate::util::parse_time(&f.stopped_at).map(jiff::Timestamp::try_from)
+            };
+            let before: Vec<_> = complete
+                .iter()
+                .filter(|(_, f)| matches!(ends(f), Some(Ok(e)) if e < *t))
+                .collect();
+            let Some(b) = before.last() else {
+                return Err(Error::Config(format!(
+                    "--target-time {s} is before the archived window: {}",
+                    window()
+                )));
+            };
+            let after_end = last_push
+                .and_then(crate::util::parse_time)
+                .and_then(|e| jiff::Timestamp::try_from(e).ok())
+                .is_none_or(|e| *t > e);
+            if after_end {
+                return Err(Error::Config(format!(
+                    "--target-time {s} is after the archived window: {}; WAL written after it \
+                     is not in the vault yet",
+                    window()
+                )));
+            }
+            **b
+        }
+        RecoveryTarget::Lsn(l) => {
+            let b = complete
+                .iter()
+                .rfind(|(_, f)| f.stop().is_some_and(|s| s <= *l))
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "--target-lsn {l} is before the archived window: the oldest complete base \
+                         backup of job {} ends at {}",
+                        opts.job, first.1.stop_lsn
+                    ))
+                })?;
+            *b
+        }
+        // Where an xid or a restore point lies is only known to the WAL:
+        // the newest complete backup, or --snapshot for an older one.
+        _ => newest,
+    };
+    Ok((&pick.0, &pick.1))
+}
+
+/// `restore_command` and the target, as `(name, value)`.
+fn recovery_settings(vault: &Vault, opts: &PitrOptions) -> Result<Vec<(String, String)>> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Config(format!("cannot find the coffer program: {e}")))?;
+    let config = std::path::absolute(&vault.settings_path).unwrap_or(vault.settings_path.clone());
+    let identity = crate::vault::keyfiles::identity_path(
+        opts.identity.as_deref(),
+        vault.settings.identity.as_deref(),
+    );
+    let mut cmd = format!(
+        "{} --config {} --quiet wal fetch --job {}",
+        shell_quote(&exe.to_string_lossy()),
+        shell_quote(&config.to_string_lossy()),
+        shell_quote(&opts.job)
+    );
+    if let Some(id) = identity {
+        let id = std::path::absolute(&id).unwrap_or(id);
+        cmd.push_str(&format!(
+            " --identity {}",
+            shell_quote(&id.to_string_lossy())
+        ));
+    }
+    cmd.push_str(" %f %p");
+    let mut s = vec![("restore_command".to_string(), cmd)];
+    s.extend(opts.target.settings());
+    s.push(("recovery_target_action".into(), opts.action.clone()));
+    s.push(("recovery_target_timeline".into(), opts.timeline.clone()));
+    Ok(s)
+}
+
+/// A word for `sh -c` (restore_command runs through the shell).
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@,".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// `recovery.signal`, and the settings appended to `postgresql.auto.conf`
+/// (the last setting of a name wins there, so earlier ones are overridden).
+fn write_recovery(
+    dir: &Path,
+    settings: &[(String, String)],
+    snapshot: &str,
+) -> std::io::Result<()> {
+    std::fs::write(dir.join("recovery.signal"), b"")?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("postgresql.auto.conf"))?;
+    writeln!(
+        f,
+        "\n# Recovery settings written by `coffer restore pitr` from base backup {snapshot}."
+    )?;
+    writeln!(
+        f,
+        "# PostgreSQL removes recovery.signal when recovery ends; delete these lines then."
+    )?;
+    for (k, v) in settings {
+        writeln!(f, "{k} = '{}'", v.replace('\'', "''"))?;
+    }
+    f.sync_all()
+}
+
+/// As root, gives the directory to its intended owner: `--owner`, else
+/// the owner of the directory it is in (when not root), else `postgres`.
+/// PostgreSQL refuses a data directory it does not own.
+fn give_to_owner(dir: &Path, owner: Option<&str>) -> Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() {
+        return Ok(None);
+    }
+    let parent_owner = dir
+        .parent()
+        .and_then(|p| {
+            std::fs::metadata(if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            })
+            .ok()
+        })
+        .filter(|m| m.uid() != 0)
+        .map(|m| (m.uid(), m.gid()));
+    let (name, ids) = match owner {
+        Some(o) => (o.to_string(), crate::util::user_ids(o)),
+        None => match parent_owner {
+            Some(ids) => (format!("uid {}", ids.0), Some(ids)),
+            None => ("postgres".to_string(), crate::util::user_ids("postgres")),
+        },
+    };
+    let Some((uid, gid)) = ids else {
+        if owner.is_some() {
+            return Err(Error::Config(format!(
+                "there is no user {name:?} on this host; give --owner an existing user"
+            )));
+        }
+        return Ok(None);
+    };
+    chown_tree(dir, uid, gid).map_err(|io| Error::Output {
+        what: dir.display().to_string(),
+        io,
+    })?;
+    Ok(Some(name))
+}
+
+fn chown_tree(p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid))?;
+    if std::fs::symlink_metadata(p)?.is_dir() {
+        for e in std::fs::read_dir(p)? {
+            chown_tree(&e?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}

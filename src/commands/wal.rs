@@ -1,0 +1,234 @@
+//! `coffer wal push|fetch|upload|verify`: the WAL archive as PostgreSQL's
+//! `archive_command` and `restore_command` call it ([`crate::wal`]).
+//!
+//! The helpers that outlive one call are separate processes started here:
+//! the uploader (`wal upload --background`, one per catalog, holding an
+//! advisory lock while it waits for batches to become due) and the
+//! prefetcher (`wal prefetch`, one per spool). PostgreSQL waits only for
+//! the push or the fetch itself.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use vault_format::wal::WalFile;
+
+use crate::error::{Error, Result};
+use crate::vault::Vault;
+use crate::wal::fetch::{Fetched, Reader};
+use crate::wal::push::PushReport;
+use crate::wal::upload::UploadReport;
+use crate::wal::verify::WalReport;
+use crate::wal::{self, Archive};
+
+/// Archives one WAL file, then starts the background uploader when the
+/// offsite tier has files waiting and none runs.
+///
+/// # Errors
+/// As [`wal::push::push`].
+pub fn push(vault: &Vault, job: &str, path: &Path) -> Result<PushReport> {
+    let report = wal::push::push(vault, job, path)?;
+    if report.offsite_pending > 0 && vault.settings.wal.background_upload() {
+        // Only a probe: the uploader takes the lock itself, and a second
+        // uploader started in a race simply finds it taken and exits.
+        if try_lock(&upload_lock(vault)).is_some() {
+            spawn_self(vault, &["wal", "upload", "--background", "--job", job]);
+        }
+    }
+    Ok(report)
+}
+
+/// Uploads pending WAL batches. `background`: only if no other uploader
+/// runs, and then until nothing is pending, sleeping until the next batch
+/// is due; otherwise everything pending now (waiting for a running
+/// uploader first).
+///
+/// # Errors
+/// As [`wal::upload::upload`].
+pub fn upload(vault: &Vault, job: Option<&str>, background: bool) -> Result<UploadReport> {
+    let lock_path = upload_lock(vault);
+    if !background {
+        let _lock = lock(&lock_path, true)?;
+        return wal::upload::upload(vault, job, true);
+    }
+    let Some(_lock) = try_lock(&lock_path) else {
+        return Ok(UploadReport::default());
+    };
+    let mut total = UploadReport::default();
+    loop {
+        let r = wal::upload::upload(vault, job, false)?;
+        total.batches += r.batches;
+        total.files += r.files;
+        total.bytes += r.bytes;
+        total.pending = r.pending;
+        match r.next_due {
+            Some(due) if r.pending > 0 => std::thread::sleep(wal::upload::until(due)),
+            _ => return Ok(total),
+        }
+    }
+}
+
+/// What `wal fetch` needs besides the vault.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// The job.
+    pub job: String,
+    /// The identity file (restore_command runs without COFFER_IDENTITY).
+    pub identity: Option<PathBuf>,
+    /// The spool [default: `.coffer-spool` beside the destination].
+    pub spool: Option<PathBuf>,
+}
+
+impl FetchOptions {
+    fn spool_for(&self, dest: &Path) -> PathBuf {
+        self.spool.clone().unwrap_or_else(|| {
+            dest.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .join(".coffer-spool")
+        })
+    }
+}
+
+/// Fetches one WAL file for `restore_command`, then starts the
+/// prefetcher for the segments after it.
+///
+/// # Errors
+/// As [`Reader::fetch`]; [`Error::Key`] without a usable identity.
+pub fn fetch(vault: &Vault, opts: &FetchOptions, name: &str, dest: &Path) -> Result<Fetched> {
+    let (identity, key) = vault.identity(opts.identity.as_deref(), "wal fetch")?;
+    let spool = opts.spool_for(dest);
+    let reader = Reader {
+        vault,
+        identity: &identity,
+        archive: Archive::new(key.wal_key(), &opts.job),
+        spool: Some(spool.clone()),
+    };
+    let got = reader.fetch(name, dest)?;
+    let ahead = vault.settings.wal.prefetch();
+    if let (
+        Fetched::Delivered {
+            segment_size: Some(size),
+            ..
+        },
+        true,
+    ) = (&got, ahead > 0)
+    {
+        if try_lock(&spool.join(".prefetch.lock")).is_some() {
+            let size = size.to_string();
+            let spool = spool.to_string_lossy().into_owned();
+            let mut args = vec!["wal", "prefetch", "--job", &opts.job];
+            args.extend(["--spool", &spool, "--segment-size", &size]);
+            let id;
+            if let Some(p) = &opts.identity {
+                id = p.to_string_lossy().into_owned();
+                args.extend(["--identity", &id]);
+            }
+            args.push(name);
+            spawn_self(vault, &args);
+        }
+    }
+    Ok(got)
+}
+
+/// Decrypts the segments after `after` into the spool (the prefetcher).
+///
+/// # Errors
+/// [`Error::Key`] without a usable identity.
+pub fn prefetch(vault: &Vault, opts: &FetchOptions, after: &str, segment_size: u64) -> Result<()> {
+    let Ok(WalFile::Segment(seg)) = WalFile::parse(after) else {
+        return Ok(());
+    };
+    let Some(spool) = opts.spool.clone() else {
+        return Ok(());
+    };
+    let _ = std::fs::create_dir_all(&spool);
+    let Some(_lock) = try_lock(&spool.join(".prefetch.lock")) else {
+        return Ok(());
+    };
+    let (identity, key) = vault.identity(opts.identity.as_deref(), "wal prefetch")?;
+    let reader = Reader {
+        vault,
+        identity: &identity,
+        archive: Archive::new(key.wal_key(), &opts.job),
+        spool: Some(spool),
+    };
+    reader.prefetch(&seg, segment_size, vault.settings.wal.prefetch(), 2);
+    Ok(())
+}
+
+/// Checks the archive of `job` (or of every job that archived WAL).
+///
+/// # Errors
+/// Catalog errors.
+pub fn verify(vault: &Vault, job: Option<&str>) -> Result<Vec<WalReport>> {
+    let catalog = vault.catalog()?;
+    let jobs: Vec<String> = match job {
+        Some(j) => vec![j.to_string()],
+        None => {
+            let mut j: Vec<String> = catalog
+                .wal_files(None)?
+                .into_iter()
+                .map(|w| w.job)
+                .collect();
+            j.dedup();
+            j
+        }
+    };
+    jobs.iter()
+        .map(|j| wal::verify::report(&catalog, j, vault.s3.is_some()))
+        .collect()
+}
+
+fn upload_lock(vault: &Vault) -> PathBuf {
+    let mut p = vault.settings.catalog.clone().into_os_string();
+    p.push(".wal-upload.lock");
+    PathBuf::from(p)
+}
+
+/// An advisory lock held while the returned file is open.
+fn lock(path: &Path, wait: bool) -> Result<File> {
+    use rustix::fs::{flock, FlockOperation};
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::Output {
+            what: path.display().to_string(),
+            io: e,
+        })?;
+    let op = if wait {
+        FlockOperation::LockExclusive
+    } else {
+        FlockOperation::NonBlockingLockExclusive
+    };
+    flock(&f, op).map_err(|e| Error::Busy(format!("{} is locked: {e}", path.display())))?;
+    Ok(f)
+}
+
+fn try_lock(path: &Path) -> Option<File> {
+    lock(path, false).ok()
+}
+
+/// Starts this program again, detached from PostgreSQL's pipes, with the
+/// same settings file. Best effort: the work it does is also done later
+/// (by the next push, `coffer sync`, or the fetch itself).
+fn spawn_self(vault: &Vault, args: &[&str]) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = Command::new(exe);
+    cmd.arg("--config")
+        .arg(&vault.settings_path)
+        .arg("--quiet")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own process group: a signal PostgreSQL sends the archiver
+        // or startup process's group does not cut an upload short.
+        .process_group(0);
+    let _ = cmd.spawn();
+}

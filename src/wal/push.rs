@@ -1,0 +1,223 @@
+//! `coffer wal push`: one WAL file into the local tier, durable before it
+//! returns (PostgreSQL recycles the segment as soon as `archive_command`
+//! exits 0).
+//!
+//! Checks, in order, before anything is written:
+//! 1. the name is a WAL file name PostgreSQL archives;
+//! 2. a segment's (or partial segment's) first page header matches its
+//!    name (its page address is the name's LSN) and its size; a file that
+//!    is not what its name says is refused;
+//! 3. the segment's system identifier is the job's cluster (the first
+//!    segment pushed decides it, recorded as a marker object): WAL of two
+//!    clusters in one archive would make every recovery wrong;
+//! 4. a name already archived compares keyed content hashes: equal is
+//!    success (PostgreSQL retries a push whose success it did not see),
+//!    different is a loud failure.
+//!
+//! Crash safety: the object is written by the local tier's put-if-absent
+//! (temporary file, fsync, link, directory fsync), so a kill at any point
+//! leaves no object or the whole one; the catalog row is written after,
+//! and a push that finds the object without a row adds the row.
+
+use std::io::Read;
+use std::path::Path;
+
+use vault_format::wal::object::{object_hash, seal_object, OBJECT_HEADER_LEN};
+use vault_format::wal::{SegmentHeader, WalFile};
+
+use super::Archive;
+use crate::catalog::{WalRecord, WalSystem};
+use crate::error::{Error, Result};
+use crate::tier::{Put, Tier};
+use crate::util::now_rfc3339_micros;
+use crate::vault::Vault;
+
+/// zstd level for WAL objects: level 1 keeps a 16 MiB segment's push
+/// within PostgreSQL's archiving pace on one core; WAL compresses well
+/// even so (full-page images and zero padding).
+const ZSTD_LEVEL: i32 = 1;
+
+/// What a push did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PushReport {
+    /// The WAL file name.
+    pub name: String,
+    /// The job.
+    pub job: String,
+    /// False when it was already archived with the same content.
+    pub stored: bool,
+    /// Plaintext bytes.
+    pub size: u64,
+    /// Bytes of its sealed object.
+    pub stored_size: u64,
+    /// Files of this job waiting for the offsite tier.
+    pub offsite_pending: usize,
+}
+
+/// Archives the WAL file at `path` into `job`.
+///
+/// # Errors
+/// [`Error::Wal`] for a file that is not a WAL file, not what its name
+/// says, from another cluster, or archived before with other content;
+/// tier and catalog errors otherwise. Nothing is recorded on error.
+pub fn push(vault: &Vault, job: &str, path: &Path) -> Result<PushReport> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Wal(format!("{} is not a WAL file path", path.display())))?;
+    let file = WalFile::parse(name).map_err(|e| {
+        Error::Wal(format!(
+            "{name} is not a WAL file name ({e}); archive_command must pass %p"
+        ))
+    })?;
+    let content = std::fs::read(path).map_err(|e| Error::Source {
+        what: path.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    let key = vault.push_key()?;
+    let archive = Archive::new(key.dedup_key.wal_key(), job);
+    let catalog = vault.catalog()?;
+    if let Some(seg) = file.segment() {
+        let header = SegmentHeader::parse(&content)
+            .and_then(|h| {
+                h.check(
+                    &seg,
+                    content.len() as u64,
+                    matches!(file, WalFile::Partial(_)),
+                )
+                .map(|()| h)
+            })
+            .map_err(|e| {
+                Error::Wal(format!(
+                    "{} is not a WAL segment of its name ({e}); nothing was archived",
+                    path.display()
+                ))
+            })?;
+        check_system(vault, &catalog, &archive, &header, name)?;
+    }
+    let hash = archive.key().content_hash(&content);
+    let object_key = archive.object(name);
+    let local = vault.local.clone();
+    let mut stored = true;
+    let sealed;
+    let stored_size = match local.head(&object_key)? {
+        Some(size) => {
+            same_content(&*local, &archive, &object_key, &hash)?;
+            stored = false;
+            size
+        }
+        None => {
+            sealed = seal_object(&key.recipients, archive.key(), &content, ZSTD_LEVEL)?;
+            if local.put_bytes(&object_key, &sealed)? == Put::AlreadyExisted {
+                // A concurrent push of the same name won the race.
+                same_content(&*local, &archive, &object_key, &hash)?;
+                stored = false;
+            }
+            sealed.len() as u64
+        }
+    };
+    catalog.insert_wal(&WalRecord {
+        job: job.to_string(),
+        name: name.to_string(),
+        tli: file.tli(),
+        kind: file.kind().to_string(),
+        hash,
+        size: content.len() as u64,
+        stored: stored_size,
+        pushed: now_rfc3339_micros(),
+        batch: None,
+    })?;
+    let offsite_pending = if vault.s3.is_some() {
+        catalog.wal_pending(Some(job))?.len()
+    } else {
+        0
+    };
+    Ok(PushReport {
+        name: name.to_string(),
+        job: job.to_string(),
+        stored,
+        size: content.len() as u64,
+        stored_size,
+        offsite_pending,
+    })
+}
+
+/// Succeeds when the archived object holds the same content.
+fn same_content(local: &dyn Tier, archive: &Archive, key: &str, hash: &[u8; 32]) -> Result<()> {
+    let mut head = Vec::with_capacity(OBJECT_HEADER_LEN);
+    local
+        .open(key)?
+        .take(OBJECT_HEADER_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::Wal(format!("reading {key} in tier {}: {e}", local.name())))?;
+    let archived = object_hash(&head).map_err(|e| {
+        Error::Wal(format!(
+            "the archived copy of {key} in tier {} is damaged ({e}); move it aside and push again",
+            local.name()
+        ))
+    })?;
+    if &archived != hash {
+        return Err(Error::Wal(format!(
+            "{} is already archived in job {} with different content; refusing to overwrite it: \
+             two clusters (or a restored copy) archive into one job — give each its own --job",
+            key.rsplit('/').next().unwrap_or(key),
+            archive.job
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a segment of another cluster than the job's; the first segment
+/// decides the job's cluster (marker object in the local tier, row in the
+/// catalog).
+fn check_system(
+    vault: &Vault,
+    catalog: &crate::catalog::Catalog,
+    archive: &Archive,
+    header: &SegmentHeader,
+    name: &str,
+) -> Result<()> {
+    let sys = header.system_identifier;
+    let refuse = |other: String| {
+        Error::Wal(format!(
+            "{name} comes from the cluster with system identifier {sys}, but job {} archives \
+             {other}; give this cluster its own job (--job)",
+            archive.job
+        ))
+    };
+    if let Some(known) = catalog.wal_system(&archive.job)? {
+        if known.system_identifier != sys {
+            return Err(refuse(format!(
+                "the cluster with system identifier {}",
+                known.system_identifier
+            )));
+        }
+        return Ok(());
+    }
+    let mine = archive.system_marker(sys);
+    let local = &vault.local;
+    if local.head(&mine)?.is_none() {
+        let others = local.list(&archive.systems_prefix())?;
+        if !others.is_empty() {
+            return Err(refuse(
+                "another cluster (its marker is in the vault)".into(),
+            ));
+        }
+        local.put_bytes(&mine, b"")?;
+        // Two first pushes of two clusters racing: the loser sees two markers.
+        if local.list(&archive.systems_prefix())?.len() > 1 {
+            let _ = local.delete(&mine);
+            return Err(refuse(
+                "another cluster (its marker is in the vault)".into(),
+            ));
+        }
+    }
+    catalog.set_wal_system(
+        &archive.job,
+        &WalSystem {
+            system_identifier: sys,
+            segment_size: u64::from(header.seg_size),
+        },
+    )?;
+    Ok(())
+}
