@@ -112,15 +112,9 @@ impl PgCluster {
     ///
     /// Panics (with the server log) if the server does not come up.
     pub fn start_with(extra_server_args: &[&str]) -> PgCluster {
-        let server_owner = server_owner();
-        let root = tempfile::Builder::new()
-            .prefix("coffer-pg-")
-            .tempdir()
-            .expect("create temporary directory for PostgreSQL cluster");
-        prepare_server_dir(root.path(), server_owner);
-
+        let root = Self::new_root();
         let data = root.path().join("data");
-        let initdb = server_binary(root.path(), server_owner, "initdb")
+        let initdb = server_binary(root.path(), server_owner(), "initdb")
             .arg("-D")
             .arg(&data)
             .args(["-U", SUPERUSER, "--auth=trust", "--encoding=UTF8"])
@@ -133,7 +127,26 @@ impl PgCluster {
             initdb.status,
             output_text(&initdb)
         );
+        Self::boot(root, extra_server_args)
+    }
 
+    /// A directory for a cluster (owned by the server user when root, mode
+    /// 0700): put a data directory at `data/` in it (e.g. a restored base
+    /// backup), then [`Self::boot`] it.
+    pub fn new_root() -> TempDir {
+        let root = tempfile::Builder::new()
+            .prefix("coffer-pg-")
+            .tempdir()
+            .expect("create temporary directory for PostgreSQL cluster");
+        prepare_server_dir(root.path(), server_owner());
+        root
+    }
+
+    /// Starts the server on the data directory `root/data`; returns once it
+    /// accepts connections (a recovering server with hot_standby does so
+    /// while it replays).
+    pub fn boot(root: TempDir, extra_server_args: &[&str]) -> PgCluster {
+        let server_owner = server_owner();
         let mut attempt = 1;
         let port = free_port();
         let (server, mut log_offset) =
@@ -418,6 +431,12 @@ impl PgCluster {
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
         prepare_server_dir(&dir, self.server_owner);
         dir
+    }
+
+    /// Uid and gid the server runs as (root only), for running other
+    /// programs as the server user.
+    pub fn server_owner(&self) -> Option<(u32, u32)> {
+        self.server_owner
     }
 
     /// PID of the postmaster.

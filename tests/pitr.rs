@@ -1,0 +1,556 @@
+//! WAL archiving and point-in-time recovery against a real PostgreSQL 15:
+//! `archive_command` is `coffer wal push`, base backups are `coffer backup
+//! pg --physical`, and recovered clusters are started from what `coffer
+//! restore pitr` wrote, with `restore_command` = `coffer wal fetch`.
+//!
+//! The server runs as the `postgres` user when the tests run as root, and
+//! so do its archive and restore commands: every coffer call here runs as
+//! that user too, on a vault in a directory it owns.
+
+#[path = "support/pg.rs"]
+mod pg;
+#[path = "support/s3.rs"]
+mod s3;
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use pg::PgCluster;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_coffer");
+
+/// A vault owned by the server user, and coffer run as that user.
+struct WalVault {
+    dir: PathBuf,
+    bin: PathBuf,
+    owner: Option<(u32, u32)>,
+    env: Vec<(String, String)>,
+}
+
+impl WalVault {
+    /// `coffer init` in `dir` (server-writable); the binary is copied there
+    /// so the server user can run it whatever the checkout's permissions.
+    fn new(
+        dir: PathBuf,
+        owner: Option<(u32, u32)>,
+        init: &[&str],
+        env: Vec<(String, String)>,
+    ) -> WalVault {
+        let bin = dir.join("coffer");
+        std::fs::copy(BIN, &bin).unwrap();
+        let v = WalVault {
+            dir,
+            bin,
+            owner,
+            env,
+        };
+        let local = v.dir.join("vault");
+        let mut args = vec!["init", "--local", local.to_str().unwrap()];
+        args.extend_from_slice(init);
+        v.ok(&args);
+        v
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--config").arg(self.config());
+        c.env_remove("COFFER_IDENTITY").env_remove("COFFER_CONFIG");
+        c.env("HOME", &self.dir).current_dir(&self.dir);
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some((uid, gid)) = self.owner {
+            c.uid(uid).gid(gid);
+        }
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> Output {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "coffer {args:?}: {}\n{}",
+            o.status,
+            text(&o)
+        );
+        o
+    }
+
+    #[track_caller]
+    fn fails(&self, args: &[&str], code: i32) -> Output {
+        let o = self.run(args);
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "coffer {args:?}:\n{}",
+            text(&o)
+        );
+        o
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_slice(&self.ok(&a).stdout).unwrap()
+    }
+
+    /// `archive_command` and friends for a cluster archiving into `job`.
+    fn archiving(&self, job: &str) -> Vec<String> {
+        vec![
+            "-c".into(),
+            "wal_level=replica".into(),
+            "-c".into(),
+            "archive_mode=on".into(),
+            "-c".into(),
+            format!(
+                "archive_command={} --config {} --quiet wal push --job {job} %p",
+                self.bin.display(),
+                self.config().display()
+            ),
+        ]
+    }
+
+    fn append_settings(&self, toml: &str) {
+        let mut s = std::fs::read_to_string(self.config()).unwrap();
+        s.push_str(toml);
+        std::fs::write(self.config(), s).unwrap();
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Switches to a new WAL segment and waits (bounded) until the server
+/// reports the old one archived: the archiver runs asynchronously.
+fn switch_and_wait_archived(pg: &PgCluster) -> String {
+    let seg = pg.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+    wait_until(pg, &format!("archived {seg}"), || {
+        let last = pg.psql(
+            "postgres",
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        );
+        last.as_str() >= seg.as_str()
+    });
+    seg
+}
+
+/// Polls `ok` until it holds; panics with the server log after a minute.
+fn wait_until(pg: &PgCluster, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {what}\n{}",
+            pg.log_contents()
+        );
+        // Bounded poll of the server's own progress report.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The content checksum of every pgbench table.
+fn fingerprints(pg: &PgCluster) -> Vec<String> {
+    [
+        "pgbench_accounts",
+        "pgbench_branches",
+        "pgbench_tellers",
+        "pgbench_history",
+    ]
+    .iter()
+    .map(|t| pg.table_fingerprint("postgres", t))
+    .collect()
+}
+
+fn pgbench(pg: &PgCluster, transactions: &str) {
+    let o = pg
+        .command(pg::pg_bin("pgbench"))
+        .args(["-n", "-c", "2", "-t", transactions, "postgres"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "pgbench: {}", text(&o));
+}
+
+#[test]
+fn recovers_to_a_time_before_a_dropped_table_and_archives_the_new_timeline() {
+    // The vault lives in a directory of its own the server user owns.
+    let home = tempfile::tempdir().unwrap();
+    let vdir = home.path().join("v");
+    std::fs::create_dir(&vdir).unwrap();
+    let server_user = server_user();
+    if let Some((uid, gid)) = server_user {
+        std::os::unix::fs::chown(home.path(), Some(uid), Some(gid)).unwrap();
+        std::os::unix::fs::chown(&vdir, Some(uid), Some(gid)).unwrap();
+    }
+    let v = WalVault::new(vdir.clone(), server_user, &[], vec![]);
+    let pg = PgCluster::start_with(&strs(&v.archiving("main")));
+    pg.pgbench_init("postgres", 2);
+
+    v.ok(&[
+        "backup",
+        "pg",
+        "--physical",
+        "--job",
+        "main",
+        "--dbname",
+        &pg.conninfo("postgres"),
+    ]);
+    pgbench(&pg, "300");
+    switch_and_wait_archived(&pg);
+    let at_target = fingerprints(&pg);
+    let target = pg.psql("postgres", "SELECT now()");
+    // Load after the target, then the accident.
+    pgbench(&pg, "300");
+    pg.psql("postgres", "DROP TABLE pgbench_accounts");
+    assert_ne!(
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'pgbench_accounts'"
+        ),
+        "1"
+    );
+    switch_and_wait_archived(&pg);
+
+    let verify = v.json(&["wal", "verify", "--job", "main"]);
+    let r = &verify[0];
+    assert_eq!(r["base_backups"][0]["complete"], true, "{verify}");
+    assert_eq!(
+        r["timelines"][0]["gaps"].as_array().unwrap().len(),
+        0,
+        "{verify}"
+    );
+
+    // A target after the newest archived WAL is refused, naming the window.
+    let to = PgCluster::new_root();
+    let data = to.path().join("data");
+    let o = v.fails(
+        &[
+            "restore",
+            "pitr",
+            "--job",
+            "main",
+            "--to",
+            data.to_str().unwrap(),
+            "--target-time",
+            "2999-01-01 00:00:00+00",
+        ],
+        2,
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("after the archived window"),
+        "{}",
+        text(&o)
+    );
+    assert!(!data.exists());
+
+    v.ok(&[
+        "restore",
+        "pitr",
+        "--job",
+        "main",
+        "--to",
+        data.to_str().unwrap(),
+        "--target-time",
+        &target,
+        "--target-action",
+        "promote",
+    ]);
+    assert!(data.join("recovery.signal").exists());
+    let auto = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        auto.contains("restore_command") && auto.contains("wal fetch --job main"),
+        "{auto}"
+    );
+    drop(pg);
+
+    // The recovered server archives its new timeline into the same job.
+    let rec = PgCluster::boot(to, &strs(&v.archiving("main")));
+    wait_until(&rec, "recovery promoted", || {
+        rec.psql("postgres", "SELECT pg_is_in_recovery()") == "f"
+    });
+    assert_eq!(
+        fingerprints(&rec),
+        at_target,
+        "the recovered tables differ from the target state"
+    );
+    assert!(
+        rec.log_contents().contains("recovery stopping before"),
+        "{}",
+        rec.log_contents()
+    );
+    switch_and_wait_archived(&rec);
+    let verify = v.json(&["wal", "verify", "--job", "main"]);
+    let tlis: Vec<u64> = verify[0]["timelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["timeline"].as_u64().unwrap())
+        .collect();
+    assert_eq!(tlis, vec![1, 2], "{verify}");
+}
+
+/// The user the harness runs the server as (`postgres` when we are root),
+/// read from the owner of a fresh cluster directory.
+fn server_user() -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let root = PgCluster::new_root();
+    let theirs = std::fs::metadata(root.path()).unwrap();
+    let ours = std::fs::metadata(tempfile::tempdir().unwrap().path()).unwrap();
+    (theirs.uid() != ours.uid()).then_some((theirs.uid(), theirs.gid()))
+}
+
+/// WAL segments a cluster archived with `cp` (the files as PostgreSQL
+/// hands them to archive_command), and the cluster, still running.
+fn segments_from_a_cluster() -> (PgCluster, PathBuf, Vec<PathBuf>) {
+    let pg = PgCluster::start_with(&["-c", "wal_level=replica", "-c", "archive_mode=on"]);
+    let dir = pg.server_writable_dir("archive");
+    pg.psql(
+        "postgres",
+        &format!(
+            "ALTER SYSTEM SET archive_command = 'cp %p {}/%f'",
+            dir.display()
+        ),
+    );
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t AS SELECT generate_series(1, 20000) AS a",
+    );
+    for _ in 0..3 {
+        pg.psql("postgres", "INSERT INTO t SELECT generate_series(1, 1000)");
+        switch_and_wait_archived(&pg);
+    }
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().len() == 24)
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 3, "{segs:?}");
+    (pg, dir, segs)
+}
+
+#[test]
+fn push_and_fetch_keep_postgres_archive_rules() {
+    let (pg, dir, segs) = segments_from_a_cluster();
+    let work = tempfile::tempdir().unwrap();
+    let v = WalVault::new(work.path().to_path_buf(), None, &[], vec![]);
+    let seg = segs[1].to_str().unwrap();
+    let name = segs[1].file_name().unwrap().to_str().unwrap();
+    let o = v.ok(&["wal", "push", "--job", "db", seg]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("archived"),
+        "{}",
+        text(&o)
+    );
+    // Same content again: success (PostgreSQL retries pushes it did not see succeed).
+    let o = v.ok(&["wal", "push", "--job", "db", seg]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("same content"),
+        "{}",
+        text(&o)
+    );
+
+    // Different content under the same name: loud failure.
+    let mut bytes = std::fs::read(seg).unwrap();
+    let other = work.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    bytes[100_000] ^= 0xff;
+    std::fs::write(other.join(name), &bytes).unwrap();
+    let o = v.fails(
+        &[
+            "wal",
+            "push",
+            "--job",
+            "db",
+            other.join(name).to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("different content"),
+        "{}",
+        text(&o)
+    );
+
+    // A segment of another cluster (its header's system identifier) is refused.
+    let mut foreign = std::fs::read(&segs[2]).unwrap();
+    foreign[24] ^= 0x01;
+    let fname = segs[2].file_name().unwrap();
+    std::fs::write(other.join(fname), &foreign).unwrap();
+    let o = v.fails(
+        &[
+            "wal",
+            "push",
+            "--job",
+            "db",
+            other.join(fname).to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("system identifier"),
+        "{}",
+        text(&o)
+    );
+
+    // A file that is not what its name says is refused.
+    let renamed = other.join("000000010000000000000099");
+    std::fs::copy(seg, &renamed).unwrap();
+    let o = v.fails(
+        &["wal", "push", "--job", "db", renamed.to_str().unwrap()],
+        1,
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a WAL segment of its name"),
+        "{}",
+        text(&o)
+    );
+
+    // Fetch returns the exact bytes; a missing file exits 1 quietly.
+    let pgwal = work.path().join("pg_wal");
+    std::fs::create_dir(&pgwal).unwrap();
+    let dest = pgwal.join("RECOVERYXLOG");
+    v.ok(&["wal", "fetch", "--job", "db", name, dest.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(seg).unwrap());
+    let o = v.fails(
+        &[
+            "wal",
+            "fetch",
+            "--job",
+            "db",
+            "00000002.history",
+            dest.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(o.stderr.is_empty(), "{}", text(&o));
+
+    // A damaged object with no other copy: exit 128, naming the file.
+    let obj = std::fs::read_dir(work.path().join("vault/wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join(name))
+        .find(|p| p.exists())
+        .unwrap();
+    let mut b = std::fs::read(&obj).unwrap();
+    let n = b.len();
+    b[n - 20] ^= 0x55;
+    std::fs::write(&obj, &b).unwrap();
+    let o = v.fails(
+        &["wal", "fetch", "--job", "db", name, dest.to_str().unwrap()],
+        128,
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(name),
+        "{}",
+        text(&o)
+    );
+    drop((pg, dir));
+}
+
+#[test]
+fn wal_reaches_s3_in_batches_and_is_fetched_from_s3_alone() {
+    let (pg, _dir, segs) = segments_from_a_cluster();
+    let s3 = s3::s3s_fs();
+    let work = tempfile::tempdir().unwrap();
+    let url = format!("s3://{}/pitr", s3.bucket());
+    let v = WalVault::new(
+        work.path().to_path_buf(),
+        None,
+        &[
+            "--s3",
+            &url,
+            "--s3-endpoint",
+            &s3.endpoint(),
+            "--s3-region",
+            s3.region(),
+        ],
+        s3.env(),
+    );
+    v.append_settings("\n[wal]\nbatch-files = 2\nbackground-upload = false\n");
+    for s in &segs {
+        v.ok(&["wal", "push", "--job", "db", s.to_str().unwrap()]);
+    }
+    let before = v.json(&["wal", "verify", "--job", "db"]);
+    assert_eq!(before[0]["offsite_pending"], segs.len(), "{before}");
+    v.ok(&["sync"]);
+    let after = v.json(&["wal", "verify", "--job", "db"]);
+    assert_eq!(after[0]["offsite_pending"], 0, "{after}");
+
+    // The local tier loses its WAL: fetch reads the S3 batch, and spools the
+    // batch's other file for the next fetch.
+    std::fs::remove_dir_all(work.path().join("vault/wal")).unwrap();
+    let pgwal = work.path().join("pg_wal");
+    std::fs::create_dir(&pgwal).unwrap();
+    let dest = pgwal.join("RECOVERYXLOG");
+    let first = segs[0].file_name().unwrap().to_str().unwrap();
+    let o = v.ok(&[
+        "-v",
+        "wal",
+        "fetch",
+        "--job",
+        "db",
+        first,
+        dest.to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("from s3"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(&segs[0]).unwrap()
+    );
+    let second = segs[1].file_name().unwrap().to_str().unwrap();
+    assert!(pgwal
+        .join(".coffer-spool")
+        .join(format!("{second}.sealed"))
+        .exists());
+    s3.stop();
+    let o = v.ok(&[
+        "-v",
+        "wal",
+        "fetch",
+        "--job",
+        "db",
+        second,
+        dest.to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("from spool"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(&segs[1]).unwrap()
+    );
+    // With S3 down, a file no tier could confirm missing stops recovery.
+    let third = segs[2].file_name().unwrap().to_str().unwrap();
+    v.fails(
+        &["wal", "fetch", "--job", "db", third, dest.to_str().unwrap()],
+        128,
+    );
+    drop(pg);
+}
