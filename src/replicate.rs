@@ -316,6 +316,10 @@ pub struct TierStatus {
     pub newest_complete: Option<String>,
     /// Its age in seconds.
     pub newest_complete_age_seconds: Option<u64>,
+    /// WAL files archived (`coffer wal push`) and not yet in this tier.
+    pub wal_files_pending: u64,
+    /// When the oldest of them was pushed (RFC 3339): the archive's lag.
+    pub wal_oldest_pending: Option<String>,
 }
 
 /// Replication state of every tier, from the catalog.
@@ -325,8 +329,11 @@ pub struct TierStatus {
 pub fn status(catalog: &Catalog, tiers: &[Arc<dyn Tier>]) -> Result<Vec<TierStatus>> {
     let packs = catalog.packs()?;
     let snaps = catalog.snapshots(None)?;
+    // The primary tier holds every pushed WAL file; the others get batches.
+    let wal_pending = catalog.wal_pending(None)?;
     let mut out = Vec::new();
-    for t in tiers {
+    for (i, t) in tiers.iter().enumerate() {
+        let wal: &[crate::catalog::WalRecord] = if i == 0 { &[] } else { &wal_pending };
         let ps = catalog.pack_states(t.name())?;
         let ss = catalog.snapshot_states(t.name())?;
         let (mut n, mut bytes) = (0, 0);
@@ -356,6 +363,8 @@ pub fn status(catalog: &Catalog, tiers: &[Arc<dyn Tier>]) -> Result<Vec<TierStat
             deletions_pending: catalog.pending_deletions(Some(t.name()))?.len() as u64,
             newest_complete: newest,
             newest_complete_age_seconds: age,
+            wal_files_pending: wal.len() as u64,
+            wal_oldest_pending: wal.iter().map(|w| w.pushed.clone()).min(),
         });
     }
     Ok(out)

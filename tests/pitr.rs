@@ -307,6 +307,40 @@ fn recovers_to_a_time_before_a_dropped_table_and_archives_the_new_timeline() {
         .map(|t| t["timeline"].as_u64().unwrap())
         .collect();
     assert_eq!(tlis, vec![1, 2], "{verify}");
+
+    // Retention: WAL from before the only base backup goes, the rest stays
+    // and the base backup stays restorable.
+    let before = verify[0]["files"].as_u64().unwrap();
+    let first = verify[0]["timelines"][0]["first"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pruned = v.json(&["prune", "--grace", "0s"]);
+    let gone = pruned["wal"][0]["delete"].as_array().unwrap().clone();
+    assert!(!gone.is_empty(), "{pruned}");
+    assert!(
+        gone.iter().all(|n| n.as_str().unwrap() < first.as_str()),
+        "{pruned}"
+    );
+    let after = v.json(&["wal", "verify", "--job", "main"]);
+    assert_eq!(
+        after[0]["files"].as_u64().unwrap(),
+        before - gone.len() as u64,
+        "{after}"
+    );
+    assert_eq!(after[0]["base_backups"][0]["complete"], true, "{after}");
+    let wal_dir = std::fs::read_dir(vdir.join("vault/wal"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for n in &gone {
+        assert!(
+            !wal_dir.join(n.as_str().unwrap()).exists(),
+            "{n} is still stored"
+        );
+    }
 }
 
 /// The user the harness runs the server as (`postgres` when we are root),

@@ -204,4 +204,24 @@ impl Catalog {
             .map(|_| ())
             .map_err(|e| self.err(e))
     }
+
+    /// Forgets WAL files of `job` (retention decided they go; their
+    /// objects' deletions are recorded first).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn delete_wal(&mut self, job: &str, names: &[String]) -> Result<(), CatalogError> {
+        let path = self.path.clone();
+        let e = |e| super::sql_err(&path, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        {
+            let mut st = tx
+                .prepare_cached("DELETE FROM wal_files WHERE job = ?1 AND name = ?2")
+                .map_err(e)?;
+            for n in names {
+                st.execute(params![job, n]).map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
 }

@@ -39,6 +39,11 @@ pub struct PolicyArgs {
     /// Keep every snapshot with this tag (repeatable).
     #[arg(long = "keep-tag", value_name = "TAG")]
     pub keep_tags: Vec<String>,
+    /// A point-in-time recovery window: keep the base backups within it of
+    /// the job's newest and the newest one before it; `coffer prune` keeps
+    /// the job's WAL from that one on (docs/retention.md).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub keep_wal_within: Option<std::time::Duration>,
 }
 
 impl PolicyArgs {
@@ -52,6 +57,7 @@ impl PolicyArgs {
             keep_yearly: self.keep_yearly,
             keep_within: self.keep_within,
             keep_tags: self.keep_tags.clone(),
+            keep_wal_within: self.keep_wal_within,
         }
     }
 }
@@ -63,7 +69,7 @@ pub struct ForgetArgs {
     /// pg_dump companions, instead of applying a policy.
     #[arg(value_name = "SNAPSHOT", conflicts_with_all = [
         "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
-        "keep_yearly", "keep_within", "keep_tags"])]
+        "keep_yearly", "keep_within", "keep_tags", "keep_wal_within"])]
     pub snapshots: Vec<String>,
     /// Only this job (and the globals of its pg_dump snapshots).
     #[arg(long)]

@@ -93,5 +93,13 @@ impl Render for Status {
                 }
             ));
         }
+        for t in self.0.iter().filter(|t| t.wal_files_pending > 0) {
+            out(&format!(
+                "{:<8} WAL: {} file(s) waiting since {} (coffer sync uploads them now)",
+                t.tier,
+                t.wal_files_pending,
+                t.wal_oldest_pending.as_deref().unwrap_or("-")
+            ));
+        }
     }
 }

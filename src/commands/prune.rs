@@ -91,6 +91,9 @@ pub fn prune(
 ) -> Result<PruneReport> {
     let catalog = vault.catalog()?;
     catalog.record_run(RunKind::Prune, None, None, |_| {
-        crate::deletion::prune::prune(vault, ctx, opts, progress)
+        let mut report = crate::deletion::prune::prune(vault, ctx, opts, progress)?;
+        report.wal =
+            crate::wal::retain::prune(vault, &mut vault.catalog()?, opts.dry_run, progress)?;
+        Ok::<_, Error>(report)
     })
 }

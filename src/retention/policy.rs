@@ -60,6 +60,16 @@ pub struct Policy {
     /// Keep every snapshot with one of these tags.
     #[serde(default, skip_serializing_if = "Vec::is_empty", alias = "keep-tag")]
     pub keep_tags: Vec<String>,
+    /// The point-in-time recovery window: keep every snapshot at most this
+    /// much older than the newest and the newest one older than that (a
+    /// recovery to the window's start needs a base backup from before it);
+    /// `coffer prune` keeps the WAL from that one on.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_opt"
+    )]
+    pub keep_wal_within: Option<Duration>,
 }
 
 mod humantime_opt {
@@ -112,6 +122,8 @@ pub enum Reason {
     Within,
     /// Has a kept tag.
     Tag(String),
+    /// Needed for point-in-time recovery into the `keep-wal-within` window.
+    WalWindow,
 }
 
 impl std::fmt::Display for Reason {
@@ -125,6 +137,7 @@ impl std::fmt::Display for Reason {
             Reason::Yearly => f.write_str("yearly"),
             Reason::Within => f.write_str("within"),
             Reason::Tag(t) => write!(f, "tag {t}"),
+            Reason::WalWindow => f.write_str("wal-window"),
         }
     }
 }
@@ -152,6 +165,7 @@ impl Policy {
         ];
         counts.iter().all(|c| c.unwrap_or(0) == 0)
             && self.keep_within.is_none()
+            && self.keep_wal_within.is_none()
             && self.keep_tags.is_empty()
     }
 
@@ -202,6 +216,16 @@ impl Policy {
             for t in &self.keep_tags {
                 if s.tags.contains(t) {
                     reasons[i].insert(Reason::Tag(t.clone()));
+                }
+            }
+        }
+        if let Some(w) = self.keep_wal_within {
+            // Newest first: those inside the window, then the first outside.
+            for &i in &order {
+                let age = newest.duration_since(snapshots[i].time).unsigned_abs();
+                reasons[i].insert(Reason::WalWindow);
+                if age > w {
+                    break;
                 }
             }
         }

@@ -109,6 +109,8 @@ pub struct PruneReport {
     pub unreachable: Vec<(String, String)>,
     /// Bytes of the live set's Bloom filter.
     pub live_set_bytes: u64,
+    /// WAL retention, per job that archived WAL.
+    pub wal: Vec<crate::wal::retain::WalPlan>,
     /// Wall time.
     pub seconds: f64,
 }
