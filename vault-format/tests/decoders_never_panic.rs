@@ -39,13 +39,17 @@ use vault_format::testdata::noise;
 use vault_format::{seal, ChunkId, FormatError, SnapshotId, VaultId};
 
 /// Every hook (a panic's message and location name the one that broke).
-const HOOKS: [fn(&[u8]); 6] = [
+const HOOKS: [fn(&[u8]); 10] = [
     fuzz::pack_index,
     fuzz::pack_plaintext,
     fuzz::sealed_pack,
     fuzz::manifest,
     fuzz::config,
     fuzz::chunk_list,
+    fuzz::wal_name,
+    fuzz::wal_header,
+    fuzz::wal_object,
+    fuzz::wal_batch,
 ];
 
 fn cfg(cases: u32) -> Config {
@@ -916,4 +920,59 @@ fn config_near_the_size_limit_re_encodes_within_it() {
     assert!(json.len() < vault_format::config::MAX_CONFIG_LEN);
     assert!(VaultConfig::decode(&json).is_ok());
     fuzz::config(&json);
+}
+
+// ---------------------------------------------------------------------------
+// (c) WAL: mutated valid names, segment headers, objects and batch headers.
+// ---------------------------------------------------------------------------
+
+/// A valid 16 MiB segment's first page: magic, long-header flag, timeline
+/// 1, page address 0/3000000, system identifier, segment and block size.
+fn wal_page() -> Vec<u8> {
+    let mut p = vec![0u8; 8192];
+    p[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+    p[2..4].copy_from_slice(&2u16.to_le_bytes());
+    p[4..8].copy_from_slice(&1u32.to_le_bytes());
+    p[8..16].copy_from_slice(&0x300_0000u64.to_le_bytes());
+    p[24..32].copy_from_slice(&7_321_000_111u64.to_le_bytes());
+    p[32..36].copy_from_slice(&(16u32 << 20).to_le_bytes());
+    p[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    p
+}
+
+proptest! {
+    #![proptest_config(cfg(1024))]
+
+    #[test]
+    fn mutated_wal_inputs_never_panic(ms in mutations(), which in 0u8..4) {
+        match which {
+            0 => fuzz::wal_name(&mutate(b"000000010000000A000000FE.00000028.backup", &ms)),
+            1 => fuzz::wal_header(&mutate(&wal_page(), &ms)),
+            2 => {
+                let r = identity().to_recipients();
+                let obj = vault_format::wal::object::seal_object(&r, &fuzz::fuzz_wal_key(), &wal_page(), 1).unwrap();
+                fuzz::wal_object(&mutate(&obj, &ms));
+            }
+            _ => {
+                let h = vault_format::wal::object::batch_header(&[
+                    ("000000010000000000000003".into(), 900),
+                    ("00000002.history".into(), 40),
+                ]).unwrap();
+                fuzz::wal_batch(&mutate(&h, &ms));
+            }
+        }
+    }
+}
+
+#[test]
+fn the_wal_fixtures_decode() {
+    assert!(vault_format::wal::SegmentHeader::parse(&wal_page()).is_ok());
+    let r = identity().to_recipients();
+    let obj =
+        vault_format::wal::object::seal_object(&r, &fuzz::fuzz_wal_key(), &wal_page(), 1).unwrap();
+    let id = identity();
+    assert_eq!(
+        vault_format::wal::object::open_object(&id, &fuzz::fuzz_wal_key(), &obj).unwrap(),
+        wal_page()
+    );
 }
