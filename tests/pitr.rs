@@ -308,6 +308,43 @@ fn recovers_to_a_time_before_a_dropped_table_and_archives_the_new_timeline() {
         .collect();
     assert_eq!(tlis, vec![1, 2], "{verify}");
 
+    // A second recovery, to a time on the new timeline: the base backup of
+    // timeline 1, then timeline 2's history and WAL.
+    rec.psql(
+        "postgres",
+        "CREATE TABLE after_promotion AS SELECT 42 AS answer",
+    );
+    let on_tli2 = fingerprints(&rec);
+    let target2 = rec.psql("postgres", "SELECT now()");
+    rec.psql("postgres", "DROP TABLE pgbench_branches");
+    switch_and_wait_archived(&rec);
+    drop(rec);
+    let to2 = PgCluster::new_root();
+    let data2 = to2.path().join("data");
+    v.ok(&[
+        "restore",
+        "pitr",
+        "--job",
+        "main",
+        "--to",
+        data2.to_str().unwrap(),
+        "--target-time",
+        &target2,
+        "--target-action",
+        "promote",
+    ]);
+    let rec2 = PgCluster::boot(to2, &strs(&v.archiving("main")));
+    wait_until(&rec2, "second recovery promoted", || {
+        rec2.psql("postgres", "SELECT pg_is_in_recovery()") == "f"
+    });
+    assert_eq!(fingerprints(&rec2), on_tli2);
+    assert_eq!(
+        rec2.psql("postgres", "SELECT answer FROM after_promotion"),
+        "42"
+    );
+    drop(rec2);
+    let verify = v.json(&["wal", "verify", "--job", "main"]);
+
     // Retention: WAL from before the only base backup goes, the rest stays
     // and the base backup stays restorable.
     let before = verify[0]["files"].as_u64().unwrap();
