@@ -498,12 +498,20 @@ fn push_and_fetch_keep_postgres_archive_rules() {
         text(&o)
     );
 
-    // Fetch returns the exact bytes; a missing file exits 1 quietly.
+    // Fetch returns the exact bytes; the next segment is decrypted ahead
+    // into the spool by a background process; a missing file exits 1 quietly.
+    v.ok(&["wal", "push", "--job", "db", segs[2].to_str().unwrap()]);
     let pgwal = work.path().join("pg_wal");
     std::fs::create_dir(&pgwal).unwrap();
     let dest = pgwal.join("RECOVERYXLOG");
     v.ok(&["wal", "fetch", "--job", "db", name, dest.to_str().unwrap()]);
     assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(seg).unwrap());
+    let next = segs[2].file_name().unwrap().to_str().unwrap();
+    let spooled = pgwal.join(".coffer-spool").join(next);
+    wait_until(&pg, "the next segment is prefetched", || spooled.exists());
+    let o = v.ok(&["wal", "fetch", "--job", "db", next, dest.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("from spool"), "{}", text(&o));
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&segs[2]).unwrap());
     let o = v.fails(
         &[
             "wal",

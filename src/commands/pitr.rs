@@ -152,6 +152,7 @@ pub fn restore_pitr(
         .filter(|(_, f)| missing(&f.needed_segments(), &archived).is_empty())
         .collect();
     let (id, facts) = choose(opts, &bases, &complete, last_push.as_deref())?;
+    let owner = intended_owner(&opts.to, opts.owner.as_deref())?;
     let manifest = super::restore::find(vault, id, Some(&opts.job))?;
     let ctx = super::read_context(vault, opts.identity.as_deref(), "restore pitr")?;
     let rep = restore(
@@ -168,14 +169,16 @@ pub fn restore_pitr(
     std::fs::set_permissions(&opts.to, std::fs::Permissions::from_mode(0o700)).map_err(out)?;
     let settings = recovery_settings(vault, opts)?;
     write_recovery(&opts.to, &settings, id).map_err(out)?;
-    let owner = give_to_owner(&opts.to, opts.owner.as_deref())?;
+    if let Some((_, uid, gid)) = &owner {
+        chown_tree(&opts.to, *uid, *gid).map_err(out)?;
+    }
     Ok(PitrReport {
         data_dir: opts.to.clone(),
         snapshot: id.to_string(),
         backup_stopped_at: facts.stopped_at.clone(),
         archive_ends: last_push,
         settings,
-        owner,
+        owner: owner.map(|(name, _, _)| name),
         restore: rep,
     })
 }
@@ -336,46 +339,31 @@ fn write_recovery(
     f.sync_all()
 }
 
-/// As root, gives the directory to its intended owner: `--owner`, else
-/// the owner of the directory it is in (when not root), else `postgres`.
-/// PostgreSQL refuses a data directory it does not own.
-fn give_to_owner(dir: &Path, owner: Option<&str>) -> Result<Option<String>> {
+/// As root, the data directory's intended owner: `--owner`, else the
+/// owner of the directory it goes in (when not root), else `postgres`.
+/// PostgreSQL refuses a data directory it does not own. Decided before
+/// anything is restored, so a wrong `--owner` costs nothing.
+fn intended_owner(dir: &Path, owner: Option<&str>) -> Result<Option<(String, u32, u32)>> {
     use std::os::unix::fs::MetadataExt;
     if !rustix::process::geteuid().is_root() {
         return Ok(None);
     }
-    let parent_owner = dir
-        .parent()
-        .and_then(|p| {
-            std::fs::metadata(if p.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                p
-            })
-            .ok()
-        })
-        .filter(|m| m.uid() != 0)
-        .map(|m| (m.uid(), m.gid()));
-    let (name, ids) = match owner {
-        Some(o) => (o.to_string(), crate::util::user_ids(o)),
-        None => match parent_owner {
-            Some(ids) => (format!("uid {}", ids.0), Some(ids)),
-            None => ("postgres".to_string(), crate::util::user_ids("postgres")),
-        },
+    if let Some(o) = owner {
+        let (uid, gid) = crate::util::user_ids(o).ok_or_else(|| {
+            Error::Config(format!(
+                "there is no user {o:?} on this host; give --owner an existing user"
+            ))
+        })?;
+        return Ok(Some((o.to_string(), uid, gid)));
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     };
-    let Some((uid, gid)) = ids else {
-        if owner.is_some() {
-            return Err(Error::Config(format!(
-                "there is no user {name:?} on this host; give --owner an existing user"
-            )));
-        }
-        return Ok(None);
-    };
-    chown_tree(dir, uid, gid).map_err(|io| Error::Output {
-        what: dir.display().to_string(),
-        io,
-    })?;
-    Ok(Some(name))
+    if let Some(m) = std::fs::metadata(parent).ok().filter(|m| m.uid() != 0) {
+        return Ok(Some((format!("uid {}", m.uid()), m.uid(), m.gid())));
+    }
+    Ok(crate::util::user_ids("postgres").map(|(u, g)| ("postgres".to_string(), u, g)))
 }
 
 fn chown_tree(p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {

@@ -8,12 +8,13 @@
 //! the push or the fetch itself.
 
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use vault_format::wal::WalFile;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::vault::Vault;
 use crate::wal::fetch::{Fetched, Reader};
 use crate::wal::push::PushReport;
@@ -40,18 +41,17 @@ pub fn push(vault: &Vault, job: &str, path: &Path) -> Result<PushReport> {
 
 /// Uploads pending WAL batches. `background`: only if no other uploader
 /// runs, and then until nothing is pending, sleeping until the next batch
-/// is due; otherwise everything pending now (waiting for a running
-/// uploader first).
+/// is due; otherwise everything pending now, at once (a background
+/// uploader racing it at worst stores a file in two batches, which is
+/// harmless: any copy serves).
 ///
 /// # Errors
 /// As [`wal::upload::upload`].
 pub fn upload(vault: &Vault, job: Option<&str>, background: bool) -> Result<UploadReport> {
-    let lock_path = upload_lock(vault);
     if !background {
-        let _lock = lock(&lock_path, true)?;
         return wal::upload::upload(vault, job, true);
     }
-    let Some(_lock) = try_lock(&lock_path) else {
+    let Some(_lock) = try_lock(&upload_lock(vault)) else {
         return Ok(UploadReport::default());
     };
     let mut total = UploadReport::default();
@@ -98,6 +98,11 @@ impl FetchOptions {
 pub fn fetch(vault: &Vault, opts: &FetchOptions, name: &str, dest: &Path) -> Result<Fetched> {
     let (identity, key) = vault.identity(opts.identity.as_deref(), "wal fetch")?;
     let spool = opts.spool_for(dest);
+    // Best effort: without a spool, fetches still work, one at a time.
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&spool);
     let reader = Reader {
         vault,
         identity: &identity,
@@ -187,28 +192,16 @@ fn upload_lock(vault: &Vault) -> PathBuf {
 }
 
 /// An advisory lock held while the returned file is open.
-fn lock(path: &Path, wait: bool) -> Result<File> {
+fn try_lock(path: &Path) -> Option<File> {
     use rustix::fs::{flock, FlockOperation};
     let f = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
-        .map_err(|e| Error::Output {
-            what: path.display().to_string(),
-            io: e,
-        })?;
-    let op = if wait {
-        FlockOperation::LockExclusive
-    } else {
-        FlockOperation::NonBlockingLockExclusive
-    };
-    flock(&f, op).map_err(|e| Error::Busy(format!("{} is locked: {e}", path.display())))?;
-    Ok(f)
-}
-
-fn try_lock(path: &Path) -> Option<File> {
-    lock(path, false).ok()
+        .ok()?;
+    flock(&f, FlockOperation::NonBlockingLockExclusive).ok()?;
+    Some(f)
 }
 
 /// Starts this program again, detached from PostgreSQL's pipes, with the

@@ -70,9 +70,11 @@ pub fn push(vault: &Vault, job: &str, path: &Path) -> Result<PushReport> {
             "{name} is not a WAL file name ({e}); archive_command must pass %p"
         ))
     })?;
-    let content = std::fs::read(path).map_err(|e| Error::Source {
-        what: path.display().to_string(),
-        detail: e.to_string(),
+    let content = std::fs::read(path).map_err(|e| {
+        Error::Wal(format!(
+            "cannot read {}: {e}; nothing was archived",
+            path.display()
+        ))
     })?;
     let key = vault.push_key()?;
     let archive = Archive::new(key.dedup_key.wal_key(), job);
