@@ -442,6 +442,16 @@ fn push_and_fetch_keep_postgres_archive_rules() {
         text(&o)
     );
 
+    // A push killed after its object was stored and before the catalog
+    // recorded it (here: the catalog is gone) is completed by the retry.
+    for f in ["catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm"] {
+        let _ = std::fs::remove_file(work.path().join(f));
+    }
+    let o = v.ok(&["wal", "push", "--job", "db", seg]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("same content"), "{}", text(&o));
+    let verify = v.json(&["wal", "verify", "--job", "db"]);
+    assert_eq!(verify[0]["files"], 1, "{verify}");
+
     // Different content under the same name: loud failure.
     let mut bytes = std::fs::read(seg).unwrap();
     let other = work.path().join("other");
