@@ -136,6 +136,16 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// Fetches the WAL file `seg` holds (by its name, job `db`) into `dest`,
+/// checks the bytes, and returns coffer's stderr (which says from where).
+#[track_caller]
+fn fetch_same(v: &WalVault, seg: &std::path::Path, dest: &std::path::Path) -> String {
+    let name = seg.file_name().unwrap().to_str().unwrap();
+    let o = v.ok(&["wal", "fetch", "--job", "db", name, dest.to_str().unwrap()]);
+    assert_eq!(std::fs::read(dest).unwrap(), std::fs::read(seg).unwrap());
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -448,7 +458,11 @@ fn push_and_fetch_keep_postgres_archive_rules() {
         let _ = std::fs::remove_file(work.path().join(f));
     }
     let o = v.ok(&["wal", "push", "--job", "db", seg]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("same content"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("same content"),
+        "{}",
+        text(&o)
+    );
     let verify = v.json(&["wal", "verify", "--job", "db"]);
     assert_eq!(verify[0]["files"], 1, "{verify}");
 
@@ -514,14 +528,12 @@ fn push_and_fetch_keep_postgres_archive_rules() {
     let pgwal = work.path().join("pg_wal");
     std::fs::create_dir(&pgwal).unwrap();
     let dest = pgwal.join("RECOVERYXLOG");
-    v.ok(&["wal", "fetch", "--job", "db", name, dest.to_str().unwrap()]);
-    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(seg).unwrap());
-    let next = segs[2].file_name().unwrap().to_str().unwrap();
-    let spooled = pgwal.join(".coffer-spool").join(next);
+    assert!(fetch_same(&v, &segs[1], &dest).contains("from local"));
+    let spooled = pgwal
+        .join(".coffer-spool")
+        .join(segs[2].file_name().unwrap());
     wait_until(&pg, "the next segment is prefetched", || spooled.exists());
-    let o = v.ok(&["wal", "fetch", "--job", "db", next, dest.to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("from spool"), "{}", text(&o));
-    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&segs[2]).unwrap());
+    assert!(fetch_same(&v, &segs[2], &dest).contains("from spool"));
     let o = v.fails(
         &[
             "wal",
@@ -592,49 +604,12 @@ fn wal_reaches_s3_in_batches_and_is_fetched_from_s3_alone() {
     let pgwal = work.path().join("pg_wal");
     std::fs::create_dir(&pgwal).unwrap();
     let dest = pgwal.join("RECOVERYXLOG");
-    let first = segs[0].file_name().unwrap().to_str().unwrap();
-    let o = v.ok(&[
-        "-v",
-        "wal",
-        "fetch",
-        "--job",
-        "db",
-        first,
-        dest.to_str().unwrap(),
-    ]);
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("from s3"),
-        "{}",
-        text(&o)
-    );
-    assert_eq!(
-        std::fs::read(&dest).unwrap(),
-        std::fs::read(&segs[0]).unwrap()
-    );
+    assert!(fetch_same(&v, &segs[0], &dest).contains("from s3"));
     let second = segs[1].file_name().unwrap().to_str().unwrap();
-    assert!(pgwal
-        .join(".coffer-spool")
-        .join(format!("{second}.sealed"))
-        .exists());
+    let sealed = pgwal.join(".coffer-spool").join(format!("{second}.sealed"));
+    assert!(sealed.exists());
     s3.stop();
-    let o = v.ok(&[
-        "-v",
-        "wal",
-        "fetch",
-        "--job",
-        "db",
-        second,
-        dest.to_str().unwrap(),
-    ]);
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("from spool"),
-        "{}",
-        text(&o)
-    );
-    assert_eq!(
-        std::fs::read(&dest).unwrap(),
-        std::fs::read(&segs[1]).unwrap()
-    );
+    assert!(fetch_same(&v, &segs[1], &dest).contains("from spool"));
     // With S3 down, a file no tier could confirm missing stops recovery.
     let third = segs[2].file_name().unwrap().to_str().unwrap();
     v.fails(

@@ -151,18 +151,65 @@ impl Catalog {
         names: &[String],
         batch: &str,
     ) -> Result<(), CatalogError> {
+        self.each_wal(
+            "UPDATE wal_files SET batch = ?3 WHERE job = ?1 AND name = ?2",
+            job,
+            names,
+            Some(batch),
+        )
+    }
+
+    /// Forgets WAL files of `job` (retention decided they go; their
+    /// objects' deletions are recorded first).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn delete_wal(&mut self, job: &str, names: &[String]) -> Result<(), CatalogError> {
+        self.each_wal(
+            // `?3 IS NULL`: each_wal binds three parameters to every statement.
+            "DELETE FROM wal_files WHERE job = ?1 AND name = ?2 AND ?3 IS NULL",
+            job,
+            names,
+            None,
+        )
+    }
+
+    /// Runs `sql` (`?1` job, `?2` name, `?3` value) once per name, in one
+    /// transaction.
+    fn each_wal(
+        &mut self,
+        sql: &str,
+        job: &str,
+        names: &[String],
+        value: Option<&str>,
+    ) -> Result<(), CatalogError> {
         let path = self.path.clone();
         let e = |e| super::sql_err(&path, e);
         let tx = self.conn.transaction().map_err(e)?;
         {
-            let mut st = tx
-                .prepare_cached("UPDATE wal_files SET batch = ?3 WHERE job = ?1 AND name = ?2")
-                .map_err(e)?;
+            let mut st = tx.prepare_cached(sql).map_err(e)?;
             for n in names {
-                st.execute(params![job, n, batch]).map_err(e)?;
+                st.execute(params![job, n, value]).map_err(e)?;
             }
         }
         tx.commit().map_err(e)
+    }
+
+    /// The jobs that archived WAL, by name.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn wal_jobs(&self) -> Result<Vec<String>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT DISTINCT job FROM wal_files ORDER BY job")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| r.get(0))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(|e| self.err(e));
+        rows
     }
 
     /// The cluster a job archives, once its first segment was pushed.
@@ -203,25 +250,5 @@ impl Catalog {
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
-    }
-
-    /// Forgets WAL files of `job` (retention decided they go; their
-    /// objects' deletions are recorded first).
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn delete_wal(&mut self, job: &str, names: &[String]) -> Result<(), CatalogError> {
-        let path = self.path.clone();
-        let e = |e| super::sql_err(&path, e);
-        let tx = self.conn.transaction().map_err(e)?;
-        {
-            let mut st = tx
-                .prepare_cached("DELETE FROM wal_files WHERE job = ?1 AND name = ?2")
-                .map_err(e)?;
-            for n in names {
-                st.execute(params![job, n]).map_err(e)?;
-            }
-        }
-        tx.commit().map_err(e)
     }
 }

@@ -170,15 +170,7 @@ pub fn verify(vault: &Vault, job: Option<&str>) -> Result<Vec<WalReport>> {
     let catalog = vault.catalog()?;
     let jobs: Vec<String> = match job {
         Some(j) => vec![j.to_string()],
-        None => {
-            let mut j: Vec<String> = catalog
-                .wal_files(None)?
-                .into_iter()
-                .map(|w| w.job)
-                .collect();
-            j.dedup();
-            j
-        }
+        None => catalog.wal_jobs()?,
     };
     jobs.iter()
         .map(|j| wal::verify::report(&catalog, j, vault.s3.is_some()))

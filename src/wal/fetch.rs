@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use vault_format::keys::Identity;
 use vault_format::wal::object::{open_object, parse_batch_header};
-use vault_format::wal::{SegmentHeader, SegmentName, WalFile};
+use vault_format::wal::{SegmentName, WalFile};
 
 use super::Archive;
 use crate::error::{Error, Result};
@@ -229,27 +229,13 @@ fn tidy_spool(spool: &Path, file: &WalFile) {
 /// Writes the file for PostgreSQL (under a temporary name, then renamed);
 /// a segment's header is checked against its name first.
 fn deliver(file: &WalFile, content: &[u8], dest: &Path, from: &str) -> Result<Fetched> {
-    let mut segment_size = None;
-    if let Some(seg) = file.segment() {
-        let h = SegmentHeader::parse(content)
-            .and_then(|h| {
-                h.check(
-                    &seg,
-                    content.len() as u64,
-                    matches!(file, WalFile::Partial(_)),
-                )
-                .map(|()| h)
-            })
-            .map_err(|e| Error::Integrity {
-                problem: format!(
-                    "WAL file {file} from {from} is not the segment its name says ({e})"
-                ),
-                pack: None,
-                tier: from.to_string(),
-                snapshot: None,
-            })?;
-        segment_size = Some(u64::from(h.seg_size));
-    }
+    let header = file.check_content(content).map_err(|e| Error::Integrity {
+        problem: format!("WAL file {file} from {from} is not the segment its name says ({e})"),
+        pack: None,
+        tier: from.to_string(),
+        snapshot: None,
+    })?;
+    let segment_size = header.map(|h| u64::from(h.seg_size));
     let tmp = dest.with_extension("coffer-tmp");
     let out = |io| Error::Output {
         what: dest.display().to_string(),

@@ -79,22 +79,13 @@ pub fn push(vault: &Vault, job: &str, path: &Path) -> Result<PushReport> {
     let key = vault.push_key()?;
     let archive = Archive::new(key.dedup_key.wal_key(), job);
     let catalog = vault.catalog()?;
-    if let Some(seg) = file.segment() {
-        let header = SegmentHeader::parse(&content)
-            .and_then(|h| {
-                h.check(
-                    &seg,
-                    content.len() as u64,
-                    matches!(file, WalFile::Partial(_)),
-                )
-                .map(|()| h)
-            })
-            .map_err(|e| {
-                Error::Wal(format!(
-                    "{} is not a WAL segment of its name ({e}); nothing was archived",
-                    path.display()
-                ))
-            })?;
+    let header = file.check_content(&content).map_err(|e| {
+        Error::Wal(format!(
+            "{} is not a WAL segment of its name ({e}); nothing was archived",
+            path.display()
+        ))
+    })?;
+    if let Some(header) = header {
         check_system(vault, &catalog, &archive, &header, name)?;
     }
     let hash = archive.key().content_hash(&content);

@@ -117,12 +117,7 @@ pub fn prune(
     dry_run: bool,
     progress: &dyn Progress,
 ) -> Result<Vec<WalPlan>> {
-    let mut jobs: Vec<String> = catalog
-        .wal_files(None)?
-        .into_iter()
-        .map(|w| w.job)
-        .collect();
-    jobs.dedup();
+    let jobs = catalog.wal_jobs()?;
     if jobs.is_empty() {
         return Ok(Vec::new());
     }

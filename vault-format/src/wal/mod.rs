@@ -202,6 +202,27 @@ impl WalFile {
     }
 }
 
+impl WalFile {
+    /// For a segment or partial segment: parses the header of its `content`
+    /// and checks it against the name ([`SegmentHeader::check`]). `None`
+    /// for history files, which have no header.
+    ///
+    /// # Errors
+    /// As [`SegmentHeader::parse`] and [`SegmentHeader::check`].
+    pub fn check_content(&self, content: &[u8]) -> Result<Option<SegmentHeader>> {
+        let Some(seg) = self.segment() else {
+            return Ok(None);
+        };
+        let h = SegmentHeader::parse(content)?;
+        h.check(
+            &seg,
+            content.len() as u64,
+            matches!(self, WalFile::Partial(_)),
+        )?;
+        Ok(Some(h))
+    }
+}
+
 impl fmt::Display for WalFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name())
