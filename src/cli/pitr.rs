@@ -33,8 +33,10 @@ pub struct PitrArgs {
     /// Stop at this restore point (pg_create_restore_point).
     #[arg(long, value_name = "NAME")]
     pub target_name: Option<String>,
-    /// `immediate`: stop as soon as the base backup is consistent.
-    #[arg(long, value_parser = ["immediate"])]
+    /// `immediate`: stop as soon as the base backup is consistent;
+    /// `latest`: replay all the archived WAL (recover to the end of the
+    /// archive: the usual choice after losing the server).
+    #[arg(long, value_parser = ["immediate", "latest"])]
     pub target: Option<String>,
     /// What the server does at the target: pause (inspect, then promote
     /// with pg_wal_replay_resume()), promote, or shutdown.
@@ -71,6 +73,8 @@ pub fn run(ctx: &Ctx, a: PitrArgs) -> Result<i32> {
         RecoveryTarget::Xid(x.clone())
     } else if let Some(n) = &a.target_name {
         RecoveryTarget::Name(n.clone())
+    } else if a.target.as_deref() == Some("latest") {
+        RecoveryTarget::Latest
     } else {
         RecoveryTarget::Immediate
     };

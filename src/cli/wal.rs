@@ -166,7 +166,18 @@ impl Render for PushReport {
 }
 
 impl Render for UploadReport {
+    fn status(&self) -> i32 {
+        if self.problems.is_empty() {
+            0
+        } else {
+            coffer::error::exit::OFFSITE_PENDING
+        }
+    }
+
     fn text(&self, v: Verbosity) {
+        for p in &self.problems {
+            eprintln!("coffer: {p}");
+        }
         note(
             v,
             &format!(

@@ -14,71 +14,20 @@
 //! PostgreSQL does the replay when the operator starts the server; the
 //! report says how.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use vault_format::wal::Lsn;
 
 use super::restore::{restore, Target as RestoreTarget};
 use crate::error::{Error, Result};
 use crate::pg::basebackup::BaseFacts;
+pub use crate::pg::recovery::RecoveryTarget;
+use crate::pg::recovery::{shell_quote, write_recovery};
 use crate::pipeline::restore::RestoreReport;
 use crate::progress::Progress;
 use crate::vault::Vault;
 use crate::wal::verify::{base_backups, missing};
-
-/// Where recovery stops.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecoveryTarget {
-    /// `recovery_target_time` (with its offset).
-    Time(jiff::Timestamp, String),
-    /// `recovery_target_lsn`.
-    Lsn(Lsn),
-    /// `recovery_target_xid`.
-    Xid(String),
-    /// `recovery_target_name` (a `pg_create_restore_point`).
-    Name(String),
-    /// `recovery_target = 'immediate'`: as soon as the backup is consistent.
-    Immediate,
-}
-
-impl RecoveryTarget {
-    /// Parses `--target-time` the way PostgreSQL's `recovery_target_time`
-    /// takes it (`2026-01-15 14:30:00+00`, or `now()` output from psql),
-    /// insisting on the offset: without one PostgreSQL would read it in the
-    /// server's time zone, which coffer cannot know.
-    ///
-    /// # Errors
-    /// [`Error::Config`] for a time without an offset or that does not parse.
-    pub fn time(s: &str) -> Result<Self> {
-        let t = s.trim();
-        // psql prints `+00` and `+05:30`; jiff wants hours and minutes.
-        let normalised = match t.rfind(['+', '-']) {
-            Some(i) if i > 10 && t[i + 1..].len() == 2 => format!("{t}:00"),
-            _ => t.to_string(),
-        };
-        let ts: jiff::Timestamp = normalised.parse().map_err(|_| {
-            Error::Config(format!(
-                "--target-time {s:?} is not a time with an offset; write it as PostgreSQL prints \
-                 now(), e.g. \"2026-01-15 14:30:00+00\""
-            ))
-        })?;
-        Ok(RecoveryTarget::Time(ts, t.to_string()))
-    }
-
-    /// The settings lines for `postgresql.auto.conf`.
-    fn settings(&self) -> Vec<(String, String)> {
-        match self {
-            RecoveryTarget::Time(_, s) => vec![("recovery_target_time".into(), s.clone())],
-            RecoveryTarget::Lsn(l) => vec![("recovery_target_lsn".into(), l.to_string())],
-            RecoveryTarget::Xid(x) => vec![("recovery_target_xid".into(), x.clone())],
-            RecoveryTarget::Name(n) => vec![("recovery_target_name".into(), n.clone())],
-            RecoveryTarget::Immediate => vec![("recovery_target".into(), "immediate".into())],
-        }
-    }
-}
 
 /// What to recover.
 #[derive(Debug, Clone)]
@@ -147,11 +96,28 @@ pub fn restore_pitr(
             opts.job, opts.job
         )));
     }
+    // A base backup of another cluster than the one whose WAL the job
+    // archives could never replay it.
+    let system = catalog
+        .wal_system(&opts.job)?
+        .map(|s| s.system_identifier.to_string());
     let complete: Vec<&(String, BaseFacts)> = bases
         .iter()
         .filter(|(_, f)| missing(&f.needed_segments(), &archived).is_empty())
+        .filter(|(_, f)| system.as_ref().is_none_or(|s| *s == f.system_identifier))
         .collect();
     let (id, facts) = choose(opts, &bases, &complete, last_push.as_deref())?;
+    if let RecoveryTarget::Time(t, s) = &opts.target {
+        let files = catalog.wal_files(Some(&opts.job))?;
+        if let Some(gap) = gap_before(facts, &files, &archived, *t) {
+            return Err(Error::Config(format!(
+                "--target-time {s} cannot be reached from base backup {id}: WAL segment {gap} \
+                 after it is not archived (WAL retention keeps only an older base backup's own \
+                 range); `coffer wal verify --job {}` shows what is",
+                opts.job
+            )));
+        }
+    }
     let owner = intended_owner(&opts.to, opts.owner.as_deref())?;
     let manifest = super::restore::find(vault, id, Some(&opts.job))?;
     let ctx = super::read_context(vault, opts.identity.as_deref(), "restore pitr")?;
@@ -239,10 +205,12 @@ fn choose<'a>(
                     window()
                 )));
             };
+            // Unknown (a rebuilt catalog knows no pushes): PostgreSQL says
+            // so if the archive ends before the target.
             let after_end = last_push
                 .and_then(crate::util::parse_time)
                 .and_then(|e| jiff::Timestamp::try_from(e).ok())
-                .is_none_or(|e| *t > e);
+                .is_some_and(|e| *t > e);
             if after_end {
                 return Err(Error::Config(format!(
                     "--target-time {s} is after the archived window: {}; WAL written after it \
@@ -272,6 +240,43 @@ fn choose<'a>(
     Ok((&pick.0, &pick.1))
 }
 
+/// The first segment missing between the base backup's start and the
+/// first segment pushed at or after `target` (it holds the target's
+/// commits), on any timeline; `None` when replay can get there or the
+/// catalog does not know when files were pushed.
+fn gap_before(
+    base: &BaseFacts,
+    files: &[crate::catalog::WalRecord],
+    archived: &std::collections::BTreeSet<String>,
+    target: jiff::Timestamp,
+) -> Option<String> {
+    use vault_format::wal::{SegmentName, WalFile};
+    let seg = base.segment_size.max(1);
+    let from = base.start()?.0 / seg;
+    let to = files
+        .iter()
+        .filter(|w| {
+            crate::util::parse_time(&w.pushed)
+                .and_then(|p| jiff::Timestamp::try_from(p).ok())
+                .is_some_and(|p| p >= target)
+        })
+        .filter_map(|w| match WalFile::parse(&w.name) {
+            Ok(WalFile::Segment(s)) => Some(s.segno(seg)),
+            _ => None,
+        })
+        .min()?;
+    let held: std::collections::BTreeSet<u64> = archived
+        .iter()
+        .filter_map(|n| match WalFile::parse(n) {
+            Ok(WalFile::Segment(s) | WalFile::Partial(s)) => Some(s.segno(seg)),
+            _ => None,
+        })
+        .collect();
+    (from..=to)
+        .find(|n| !held.contains(n))
+        .map(|n| SegmentName::from_segno(base.timeline, n, seg).to_string())
+}
+
 /// `restore_command` and the target, as `(name, value)`.
 fn recovery_settings(vault: &Vault, opts: &PitrOptions) -> Result<Vec<(String, String)>> {
     let exe = std::env::current_exe()
@@ -294,49 +299,14 @@ fn recovery_settings(vault: &Vault, opts: &PitrOptions) -> Result<Vec<(String, S
             shell_quote(&id.to_string_lossy())
         ));
     }
+    // restore_command expands %-escapes: a literal % in a path is %%.
+    let mut cmd = cmd.replace('%', "%%");
     cmd.push_str(" %f %p");
     let mut s = vec![("restore_command".to_string(), cmd)];
     s.extend(opts.target.settings());
     s.push(("recovery_target_action".into(), opts.action.clone()));
     s.push(("recovery_target_timeline".into(), opts.timeline.clone()));
     Ok(s)
-}
-
-/// A word for `sh -c` (restore_command runs through the shell).
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@,".contains(&b))
-    {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-/// `recovery.signal`, and the settings appended to `postgresql.auto.conf`
-/// (the last setting of a name wins there, so earlier ones are overridden).
-fn write_recovery(
-    dir: &Path,
-    settings: &[(String, String)],
-    snapshot: &str,
-) -> std::io::Result<()> {
-    std::fs::write(dir.join("recovery.signal"), b"")?;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("postgresql.auto.conf"))?;
-    writeln!(
-        f,
-        "\n# Recovery settings written by `coffer restore pitr` from base backup {snapshot}."
-    )?;
-    writeln!(
-        f,
-        "# PostgreSQL removes recovery.signal when recovery ends; delete these lines then."
-    )?;
-    for (k, v) in settings {
-        writeln!(f, "{k} = '{}'", v.replace('\'', "''"))?;
-    }
-    f.sync_all()
 }
 
 /// As root, the data directory's intended owner: `--owner`, else the

@@ -43,6 +43,7 @@ pub fn sync(vault: &Vault, progress: &dyn Progress) -> Result<Vec<SyncReport>> {
                         Ok(w) => {
                             r.wal_files_copied = w.files as u64;
                             r.bytes_copied += w.bytes;
+                            r.problems.extend(w.problems);
                         }
                         Err(e) => r.problems.push(format!("WAL upload: {e}")),
                     }

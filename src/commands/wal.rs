@@ -22,8 +22,9 @@ use crate::wal::upload::UploadReport;
 use crate::wal::verify::WalReport;
 use crate::wal::{self, Archive};
 
-/// Archives one WAL file, then starts the background uploader when the
-/// offsite tier has files waiting and none runs.
+/// Archives one WAL file, then starts the background uploader (for every
+/// job of the catalog) when the offsite tier has files waiting and none
+/// runs.
 ///
 /// # Errors
 /// As [`wal::push::push`].
@@ -33,7 +34,7 @@ pub fn push(vault: &Vault, job: &str, path: &Path) -> Result<PushReport> {
         // Only a probe: the uploader takes the lock itself, and a second
         // uploader started in a race simply finds it taken and exits.
         if try_lock(&upload_lock(vault)).is_some() {
-            spawn_self(vault, &["wal", "upload", "--background", "--job", job]);
+            spawn_self(vault, &["wal", "upload", "--background"]);
         }
     }
     Ok(report)
@@ -51,19 +52,28 @@ pub fn upload(vault: &Vault, job: Option<&str>, background: bool) -> Result<Uplo
     if !background {
         return wal::upload::upload(vault, job, true);
     }
-    let Some(_lock) = try_lock(&upload_lock(vault)) else {
-        return Ok(UploadReport::default());
-    };
     let mut total = UploadReport::default();
     loop {
-        let r = wal::upload::upload(vault, job, false)?;
-        total.batches += r.batches;
-        total.files += r.files;
-        total.bytes += r.bytes;
-        total.pending = r.pending;
-        match r.next_due {
-            Some(due) if r.pending > 0 => std::thread::sleep(wal::upload::until(due)),
-            _ => return Ok(total),
+        let Some(lock) = try_lock(&upload_lock(vault)) else {
+            return Ok(total);
+        };
+        loop {
+            let r = wal::upload::upload(vault, job, false)?;
+            total.batches += r.batches;
+            total.files += r.files;
+            total.bytes += r.bytes;
+            total.pending = r.pending;
+            total.problems.extend(r.problems);
+            match r.next_due {
+                Some(due) if r.pending > 0 => std::thread::sleep(wal::upload::until(due)),
+                _ => break,
+            }
+        }
+        drop(lock);
+        // A push that found the lock held just before it was released
+        // started no uploader: look once more, now that it is free.
+        if vault.catalog()?.wal_pending(job)?.is_empty() || !total.problems.is_empty() {
+            return Ok(total);
         }
     }
 }
@@ -173,7 +183,13 @@ pub fn verify(vault: &Vault, job: Option<&str>) -> Result<Vec<WalReport>> {
         None => catalog.wal_jobs()?,
     };
     jobs.iter()
-        .map(|j| wal::verify::report(&catalog, j, vault.s3.is_some()))
+        .map(|j| {
+            let window = vault
+                .settings
+                .policy_for(j)?
+                .and_then(|p| p.keep_wal_within);
+            wal::verify::report(&catalog, j, vault.s3.is_some(), window)
+        })
         .collect()
 }
 

@@ -16,6 +16,7 @@
 //!   the snapshot pg_dump reads, and records table facts from it;
 //! - [`facts`] and [`recorded`]: the facts themselves, and as a manifest
 //!   holds them; [`compare`]: a restored database against them;
+//! - [`recovery`]: recovery.signal and the recovery settings, quoted;
 //! - [`globals`]: `pg_dumpall --globals-only`, replayed with psql;
 //! - [`pg_restore`]: pg_restore and `pg_restore --list` fed by one stream;
 //!   [`toc`]: the listing parsed;
@@ -32,6 +33,7 @@ pub mod facts;
 pub mod globals;
 pub mod pg_restore;
 pub mod recorded;
+pub mod recovery;
 pub mod scratch;
 pub mod session;
 pub mod toc;

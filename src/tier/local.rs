@@ -99,6 +99,26 @@ impl LocalTier {
         Ok(removed)
     }
 
+    /// Makes an object that is already there durable: its data, and the
+    /// directory entries from it up to the root. A writer killed between
+    /// linking an object and fsyncing its directory leaves it visible but
+    /// not yet durable; whoever then relies on it (`wal push` finding the
+    /// file archived) calls this before saying so.
+    ///
+    /// # Errors
+    /// When the object or a directory cannot be fsynced.
+    pub fn make_durable(&self, key: &str) -> Result<(), TierError> {
+        let path = self.root.join(key);
+        let io = |e| self.io_err("sync", key, e);
+        File::open(&path).and_then(|f| f.sync_all()).map_err(io)?;
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| d.starts_with(&self.root)) {
+            sync_dir(d).map_err(io)?;
+            dir = d.parent();
+        }
+        Ok(())
+    }
+
     /// Path of an object (for tools and tests).
     pub fn path_of(&self, key: &str) -> PathBuf {
         self.root.join(key)

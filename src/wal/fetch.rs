@@ -69,7 +69,7 @@ impl Reader<'_> {
             .map_err(|e| Error::Wal(format!("{name} is not a WAL file name ({e})")))?;
         if let Some(spool) = &self.spool {
             tidy_spool(spool, &file);
-            if let Some(content) = self.in_spool(spool, name)? {
+            if let Some(content) = self.in_spool(spool, &file) {
                 return deliver(&file, &content, dest, "spool");
             }
         }
@@ -103,18 +103,22 @@ impl Reader<'_> {
     }
 
     /// A spooled copy: decrypted ahead, or a sealed object to open now.
-    fn in_spool(&self, spool: &Path, name: &str) -> Result<Option<Vec<u8>>> {
-        if let Ok(content) = fs::read(spool.join(name)) {
-            let _ = fs::remove_file(spool.join(name));
-            return Ok(Some(content));
-        }
+    /// A copy that does not check out (torn by a crash, or not this file)
+    /// is dropped and the tiers are asked instead.
+    fn in_spool(&self, spool: &Path, file: &WalFile) -> Option<Vec<u8>> {
+        let name = file.name();
+        let plain = spool.join(&name);
         let sealed = spool.join(format!("{name}.sealed"));
-        if let Ok(obj) = fs::read(&sealed) {
+        let content = if let Ok(c) = fs::read(&plain) {
+            let _ = fs::remove_file(&plain);
+            Some(c)
+        } else if let Ok(obj) = fs::read(&sealed) {
             let _ = fs::remove_file(&sealed);
-            // A damaged spool copy is not an answer: fall through to the tiers.
-            return Ok(open_object(self.identity, self.archive.key(), &obj).ok());
-        }
-        Ok(None)
+            open_object(self.identity, self.archive.key(), &obj).ok()
+        } else {
+            None
+        };
+        content.filter(|c| file.check_content(c).is_ok())
     }
 
     /// Looks for `name` in the S3 batches; spools the batch's later files.
@@ -202,8 +206,10 @@ fn slice(body: &[u8], offset: u64, len: u64) -> Option<&[u8]> {
 fn spool_file(spool: &Path, name: &str, data: &[u8]) {
     let _ = fs::DirBuilder::new().mode(0o700).create(spool);
     let tmp = spool.join(format!(".{name}.{}", std::process::id()));
+    // fsynced before the rename: a spool file torn by a power loss could
+    // pass the header check with garbage after it.
     let ok = fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(data))
+        .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()))
         .and_then(|()| fs::rename(&tmp, spool.join(name)));
     if ok.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -109,6 +109,11 @@ pub fn push(vault: &Vault, job: &str, path: &Path) -> Result<PushReport> {
             sealed.len() as u64
         }
     };
+    if !stored {
+        // Found, not written: the push that wrote it may have been killed
+        // before its fsyncs, and PostgreSQL recycles the segment on exit 0.
+        local.make_durable(&object_key)?;
+    }
     catalog.insert_wal(&WalRecord {
         job: job.to_string(),
         name: name.to_string(),

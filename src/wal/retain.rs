@@ -58,7 +58,7 @@ pub fn plan(
     };
     let newest_push = files.iter().filter_map(|w| parse_time(&w.pushed)).max();
     let window_start = window.zip(newest_push).and_then(|(w, n)| n.checked_sub(w));
-    let anchor = window_start
+    let mut anchor = *window_start
         .and_then(|start| {
             bases
                 .iter()
@@ -67,11 +67,44 @@ pub fn plan(
         })
         .unwrap_or(oldest);
     let seg = anchor.1.segment_size.max(1);
-    let Some(from) = anchor.1.start().map(|l| l.0 / seg) else {
-        return WalPlan {
-            job: job.to_string(),
-            ..Default::default()
+    let start_of = |f: &BaseFacts| f.start().map(|l| l.0 / seg);
+    // A timeline that forked before the anchor started (a recovery from an
+    // older base backup) does not contain the anchor in its history: its
+    // WAL must be recoverable from a base backup before the fork. Move the
+    // anchor back until no later timeline forked before it; without such a
+    // base backup, keep everything.
+    loop {
+        let (Some(from), tli) = (start_of(&anchor.1), anchor.1.timeline) else {
+            return WalPlan {
+                job: job.to_string(),
+                ..Default::default()
+            };
         };
+        let fork = files
+            .iter()
+            .filter_map(|w| match WalFile::parse(&w.name) {
+                Ok(WalFile::Segment(s) | WalFile::Partial(s)) if s.tli > tli => Some(s.segno(seg)),
+                _ => None,
+            })
+            .filter(|&n| n < from)
+            .min();
+        let Some(fork) = fork else { break };
+        match bases
+            .iter()
+            .rev()
+            .find(|(_, f)| start_of(f).is_some_and(|s| s <= fork))
+        {
+            Some(b) => anchor = *b,
+            None => {
+                return WalPlan {
+                    job: job.to_string(),
+                    ..Default::default()
+                }
+            }
+        }
+    }
+    let Some(from) = start_of(&anchor.1) else {
+        return WalPlan::default();
     };
     let mut kept: BTreeSet<String> = BTreeSet::new();
     for (_, f) in bases.iter().take_while(|(id, _)| id != &anchor.0) {
@@ -87,7 +120,10 @@ pub fn plan(
                 Ok(f) => f.segment().map(|s| s.segno(seg)),
             };
             let Some(segno) = segno else { return false };
-            if segno >= from {
+            // Never what was pushed inside the window.
+            let recent =
+                window_start.is_some_and(|start| parse_time(&w.pushed).is_none_or(|t| t >= start));
+            if segno >= from || recent {
                 return false;
             }
             // A `.backup` file is kept with its base backup's first segment.
@@ -230,6 +266,32 @@ mod tests {
             "2026-01-01T02:10:00Z",
         ));
         f
+    }
+
+    #[test]
+    fn a_timeline_forked_before_the_anchor_moves_it_back() {
+        // b1 at segment 3 and b2 at 10 on timeline 1; a recovery from b1
+        // forked timeline 2 at segment 6. b2 is not in timeline 2's history.
+        let mut files = archive();
+        files.extend((6..=9).map(|n| {
+            let mut f = file(
+                &format!("{:08X}{:08X}{:08X}", 2, 0, n),
+                "2026-01-01T01:00:00Z",
+            );
+            f.tli = 2;
+            f
+        }));
+        let bases = [
+            base("b1", 3, "2026-01-01T02:30:00Z"),
+            base("b2", 10, "2026-01-01T09:30:00Z"),
+        ];
+        let p = plan("j", &files, &bases, None);
+        assert_eq!(p.anchor.as_deref(), Some("b1"));
+        let p = plan("j", &files, &bases[1..], None);
+        assert!(
+            p.delete.is_empty(),
+            "no base backup before the fork: keep all, {p:?}"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use vault_format::wal::object::batch_header;
 
 use super::Archive;
 use crate::catalog::WalRecord;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tier::Tier;
 use crate::util::parse_time;
 use crate::vault::Vault;
@@ -43,6 +43,8 @@ pub struct UploadReport {
     /// When the oldest waiting file becomes due, if any waits.
     #[serde(skip)]
     pub next_due: Option<SystemTime>,
+    /// Files that could not be uploaded (missing from the local tier).
+    pub problems: Vec<String>,
 }
 
 /// Uploads the due batches of `job` (every job when `None`); with `flush`,
@@ -79,9 +81,19 @@ pub fn upload(vault: &Vault, job: Option<&str>, flush: bool) -> Result<UploadRep
                 break;
             }
             let (batch, tail) = rest.split_at(take);
-            report.bytes += store_batch(vault, &*s3, &archive, batch, &mut catalog)?;
-            report.batches += 1;
-            report.files += batch.len();
+            let stored = store_batch(
+                vault,
+                &*s3,
+                &archive,
+                batch,
+                &mut catalog,
+                &mut report.problems,
+            )?;
+            if stored.files > 0 {
+                report.bytes += stored.bytes;
+                report.batches += 1;
+                report.files += stored.files;
+            }
             rest = tail;
         }
         if !rest.is_empty() {
@@ -107,32 +119,41 @@ fn batch_len(files: &[WalRecord], per_batch: usize) -> usize {
     n
 }
 
+/// What one batch held.
+struct Stored {
+    files: usize,
+    bytes: u64,
+}
+
 /// Reads the batch's objects from the local tier, stores the batch, and
-/// records it. Returns its bytes.
+/// records it. A file missing from the local tier is reported in
+/// `problems` and left out (it stays pending, and `wal verify` shows it),
+/// so one lost object does not hold back every later upload.
 fn store_batch(
     vault: &Vault,
     s3: &dyn Tier,
     archive: &Archive,
     files: &[WalRecord],
     catalog: &mut crate::catalog::Catalog,
-) -> Result<u64> {
+    problems: &mut Vec<String>,
+) -> Result<Stored> {
     let mut files: Vec<&WalRecord> = files.iter().collect();
     files.sort_by(|a, b| a.name.cmp(&b.name));
     let mut objects = Vec::with_capacity(files.len());
     for w in &files {
-        let obj = vault.local.get(&archive.object(&w.name)).map_err(|e| {
-            if e.is_not_found() {
-                Error::Wal(format!(
-                    "{} of job {} is in the catalog but missing from tier local; \
-                     run `coffer wal verify` to see the gap",
-                    w.name, archive.job
-                ))
-            } else {
-                e.into()
-            }
-        })?;
-        objects.push((w.name.clone(), obj));
+        match vault.local.get(&archive.object(&w.name)) {
+            Ok(obj) => objects.push((w.name.clone(), obj)),
+            Err(e) if e.is_not_found() => problems.push(format!(
+                "WAL file {} of job {} is in the catalog but missing from tier local, so it \
+                 cannot be uploaded; `coffer wal verify` shows what that costs",
+                w.name, archive.job
+            )),
+            Err(e) => return Err(e.into()),
+        }
     }
+    let (Some((first, _)), Some((last, _))) = (objects.first(), objects.last()) else {
+        return Ok(Stored { files: 0, bytes: 0 });
+    };
     let sizes: Vec<(String, u64)> = objects
         .iter()
         .map(|(n, o)| (n.clone(), o.len() as u64))
@@ -141,12 +162,14 @@ fn store_batch(
     for (_, o) in &objects {
         body.extend_from_slice(o);
     }
-    let (first, last) = (&files[0].name, &files[files.len() - 1].name);
     let key = archive.batch(first, last, &blake3::hash(&body));
     s3.put_bytes(&key, &body)?;
-    let names: Vec<String> = files.iter().map(|w| w.name.clone()).collect();
+    let names: Vec<String> = objects.iter().map(|(n, _)| n.clone()).collect();
     catalog.set_wal_batch(&archive.job, &names, &key)?;
-    Ok(body.len() as u64)
+    Ok(Stored {
+        files: names.len(),
+        bytes: body.len() as u64,
+    })
 }
 
 /// Copies the job's cluster marker so that an archive restored from S3

@@ -1,6 +1,6 @@
-//! What the WAL archive covers: per timeline, the segments from the oldest
-//! base backup (or the first archived segment) to the newest, the gaps in
-//! between, each base backup's completeness, and how far the offsite tier
+//! What the WAL archive covers: per timeline, the segments from the base
+//! backup retention keeps all WAL from (or the first archived segment) to
+//! the newest, the gaps in between, each base backup's completeness, and how far the offsite tier
 //! lags behind the local one.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -172,7 +172,12 @@ fn batch_names(s3: &dyn Tier, key: &str) -> Result<Vec<String>> {
 ///
 /// # Errors
 /// Catalog errors.
-pub fn report(catalog: &Catalog, job: &str, offsite: bool) -> Result<WalReport> {
+pub fn report(
+    catalog: &Catalog,
+    job: &str,
+    offsite: bool,
+    window: Option<std::time::Duration>,
+) -> Result<WalReport> {
     let files = catalog.wal_files(Some(job))?;
     let system = catalog.wal_system(job)?;
     let bases = base_backups(catalog, job)?;
@@ -196,8 +201,14 @@ pub fn report(catalog: &Catalog, job: &str, offsite: bool) -> Result<WalReport> 
             }
         })
         .collect();
+    // Continuity is checked from where retention keeps all WAL (the
+    // anchor); older base backups keep only their own range and are
+    // checked one by one above.
+    let anchor = super::retain::plan(job, &files, &bases, window).anchor;
     let oldest_base = bases
-        .first()
+        .iter()
+        .find(|(id, _)| Some(id) == anchor.as_ref())
+        .or(bases.first())
         .and_then(|(_, f)| f.needed_segments().into_iter().next());
     let timelines = timelines(&files, oldest_base.as_deref(), seg_size);
     let pending: Vec<&WalRecord> = if offsite {
