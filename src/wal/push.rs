@@ -17,7 +17,10 @@
 //! Crash safety: the object is written by the local tier's put-if-absent
 //! (temporary file, fsync, link, directory fsync), so a kill at any point
 //! leaves no object or the whole one; the catalog row is written after,
-//! and a push that finds the object without a row adds the row.
+//! and a push that finds the object without a row adds the row. A push
+//! that finds the object already there fsyncs it and its directories
+//! before exiting 0: the push that wrote it may have been killed between
+//! its link and its directory fsync.
 
 use std::io::Read;
 use std::path::Path;
