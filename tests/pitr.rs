@@ -231,6 +231,11 @@ fn recovers_to_a_time_before_a_dropped_table_and_archives_the_new_timeline() {
     let target = pg.psql("postgres", "SELECT now()");
     // Load after the target, then the accident.
     pgbench(&pg, "300");
+    // Just before the accident: a point on timeline 1 after the point the
+    // first recovery branches off at (a third recovery goes back to it).
+    let before_drop = fingerprints(&pg);
+    let target_old_tli = pg.psql("postgres", "SELECT now()");
+    pg.psql("postgres", "CREATE TABLE marker AS SELECT 1 AS m");
     pg.psql("postgres", "DROP TABLE pgbench_accounts");
     assert_ne!(
         pg.psql(
@@ -353,6 +358,38 @@ fn recovers_to_a_time_before_a_dropped_table_and_archives_the_new_timeline() {
         "42"
     );
     drop(rec2);
+
+    // A third recovery goes back along the old timeline 1, past the point
+    // where timelines 2 and 3 branched off.
+    let to3 = PgCluster::new_root();
+    let data3 = to3.path().join("data");
+    v.ok(&[
+        "restore",
+        "pitr",
+        "--job",
+        "main",
+        "--to",
+        data3.to_str().unwrap(),
+        "--target-time",
+        &target_old_tli,
+        "--timeline",
+        "1",
+        "--target-action",
+        "promote",
+    ]);
+    let rec3 = PgCluster::boot(to3, &strs(&v.archiving("main")));
+    wait_until(&rec3, "third recovery promoted", || {
+        rec3.psql("postgres", "SELECT pg_is_in_recovery()") == "f"
+    });
+    assert_eq!(fingerprints(&rec3), before_drop);
+    assert_eq!(
+        rec3.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'marker'"
+        ),
+        "0"
+    );
+    drop(rec3);
     let verify = v.json(&["wal", "verify", "--job", "main"]);
 
     // Retention: WAL from before the only base backup goes, the rest stays
