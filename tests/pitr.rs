@@ -146,6 +146,17 @@ fn fetch_same(v: &WalVault, seg: &std::path::Path, dest: &std::path::Path) -> St
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Pushes `path` into job `db`, expects status 1 and `why` on stderr.
+#[track_caller]
+fn push_refused(v: &WalVault, path: &std::path::Path, why: &str) {
+    let o = v.fails(&["wal", "push", "--job", "db", path.to_str().unwrap()], 1);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(why),
+        "{}",
+        text(&o)
+    );
+}
+
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -509,55 +520,19 @@ fn push_and_fetch_keep_postgres_archive_rules() {
     std::fs::create_dir(&other).unwrap();
     bytes[100_000] ^= 0xff;
     std::fs::write(other.join(name), &bytes).unwrap();
-    let o = v.fails(
-        &[
-            "wal",
-            "push",
-            "--job",
-            "db",
-            other.join(name).to_str().unwrap(),
-        ],
-        1,
-    );
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("different content"),
-        "{}",
-        text(&o)
-    );
+    push_refused(&v, &other.join(name), "different content");
 
     // A segment of another cluster (its header's system identifier) is refused.
     let mut foreign = std::fs::read(&segs[2]).unwrap();
     foreign[24] ^= 0x01;
     let fname = segs[2].file_name().unwrap();
     std::fs::write(other.join(fname), &foreign).unwrap();
-    let o = v.fails(
-        &[
-            "wal",
-            "push",
-            "--job",
-            "db",
-            other.join(fname).to_str().unwrap(),
-        ],
-        1,
-    );
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("system identifier"),
-        "{}",
-        text(&o)
-    );
+    push_refused(&v, &other.join(fname), "system identifier");
 
     // A file that is not what its name says is refused.
     let renamed = other.join("000000010000000000000099");
     std::fs::copy(seg, &renamed).unwrap();
-    let o = v.fails(
-        &["wal", "push", "--job", "db", renamed.to_str().unwrap()],
-        1,
-    );
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("not a WAL segment of its name"),
-        "{}",
-        text(&o)
-    );
+    push_refused(&v, &renamed, "not a WAL segment of its name");
 
     // Fetch returns the exact bytes; the next segment is decrypted ahead
     // into the spool by a background process; a missing file exits 1 quietly.

@@ -907,6 +907,15 @@ def chart_gnuplot(a, res, path):
 
 
 
+def write_results(out, stem, md, res):
+    """Writes STEM.md and STEM.json into OUT and prints the markdown."""
+    with open(os.path.join(out, f"{stem}.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(out, f"{stem}.json"), "w") as f:
+        json.dump(res, f, indent=1, default=str)
+    print(md)
+
+
 def cleanup(res, work, keep):
     """Stops the cluster a run started and removes its work directory
     (unless asked to keep it)."""
@@ -966,15 +975,11 @@ def main():
     if status or "restore" not in res:
         return status or 1
     md = markdown(a, res)
-    with open(os.path.join(a.out, "results.md"), "w") as f:
-        f.write(md)
-    with open(os.path.join(a.out, "results.json"), "w") as f:
-        json.dump(res, f, indent=1, default=str)
+    write_results(a.out, "results", md, res)
     png = os.path.join(a.out, "chart.png")
     if chart(a, res, png):
         log(f"chart: {png}")
     log(f"results: {os.path.join(a.out, 'results.md')}")
-    print(md)
     return 1 if res.get("failures") else 0
 
 

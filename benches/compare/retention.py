@@ -316,12 +316,7 @@ def main():
         compare.cleanup(res, work, a.keep)
     if status:
         return status
-    md = summary(a, res)
-    with open(os.path.join(a.out, "retention.md"), "w") as f:
-        f.write(md)
-    with open(os.path.join(a.out, "retention.json"), "w") as f:
-        json.dump(res, f, indent=1, default=str)
-    print(md)
+    compare.write_results(a.out, "retention", summary(a, res), res)
     return 0
 
 

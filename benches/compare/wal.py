@@ -459,12 +459,7 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
     if status:
         return status
-    md = markdown(ctx, res)
-    with open(os.path.join(a.out, "wal.md"), "w") as f:
-        f.write(md)
-    with open(os.path.join(a.out, "wal.json"), "w") as f:
-        json.dump(res, f, indent=1, default=str)
-    print(md)
+    compare.write_results(a.out, "wal", markdown(ctx, res), res)
     return 0
 
 

@@ -107,18 +107,7 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn wal_files(&self, job: Option<&str>) -> Result<Vec<WalRecord>, CatalogError> {
-        let mut st = self
-            .conn
-            .prepare(&format!(
-                "SELECT {COLUMNS} FROM wal_files WHERE ?1 IS NULL OR job = ?1 ORDER BY job, name"
-            ))
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([job], record)
-            .map_err(|e| self.err(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e));
-        rows
+        self.wal_where("TRUE", "name", job)
     }
 
     /// WAL files not yet in an S3 batch, oldest push first.
@@ -126,11 +115,22 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn wal_pending(&self, job: Option<&str>) -> Result<Vec<WalRecord>, CatalogError> {
+        self.wal_where("batch IS NULL", "pushed, name", job)
+    }
+
+    /// The rows matching `filter` (of `job`, or every job), ordered by job
+    /// then `order`.
+    fn wal_where(
+        &self,
+        filter: &str,
+        order: &str,
+        job: Option<&str>,
+    ) -> Result<Vec<WalRecord>, CatalogError> {
         let mut st = self
             .conn
             .prepare(&format!(
-                "SELECT {COLUMNS} FROM wal_files WHERE batch IS NULL AND (?1 IS NULL OR job = ?1)
-                 ORDER BY job, pushed, name"
+                "SELECT {COLUMNS} FROM wal_files WHERE {filter} AND (?1 IS NULL OR job = ?1)
+                 ORDER BY job, {order}"
             ))
             .map_err(|e| self.err(e))?;
         let rows = st
