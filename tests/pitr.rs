@@ -289,18 +289,7 @@ fn recovers_to_a_time_before_a_dropped_table_and_archives_the_new_timeline() {
     );
     assert!(!data.exists());
 
-    v.ok(&[
-        "restore",
-        "pitr",
-        "--job",
-        "main",
-        "--to",
-        data.to_str().unwrap(),
-        "--target-time",
-        &target,
-        "--target-action",
-        "promote",
-    ]);
+    restore_pitr(&v, &to, &["--target-time", &target]);
     assert!(data.join("recovery.signal").exists());
     let auto = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
     assert!(
@@ -310,10 +299,7 @@ fn recovers_to_a_time_before_a_dropped_table_and_archives_the_new_timeline() {
     drop(pg);
 
     // The recovered server archives its new timeline into the same job.
-    let rec = PgCluster::boot(to, &strs(&v.archiving("main")));
-    wait_until(&rec, "recovery promoted", || {
-        rec.psql("postgres", "SELECT pg_is_in_recovery()") == "f"
-    });
+    let rec = boot_promoted(&v, to);
     assert_eq!(
         fingerprints(&rec),
         at_target,
@@ -346,23 +332,8 @@ fn recovers_to_a_time_before_a_dropped_table_and_archives_the_new_timeline() {
     switch_and_wait_archived(&rec);
     drop(rec);
     let to2 = PgCluster::new_root();
-    let data2 = to2.path().join("data");
-    v.ok(&[
-        "restore",
-        "pitr",
-        "--job",
-        "main",
-        "--to",
-        data2.to_str().unwrap(),
-        "--target-time",
-        &target2,
-        "--target-action",
-        "promote",
-    ]);
-    let rec2 = PgCluster::boot(to2, &strs(&v.archiving("main")));
-    wait_until(&rec2, "second recovery promoted", || {
-        rec2.psql("postgres", "SELECT pg_is_in_recovery()") == "f"
-    });
+    restore_pitr(&v, &to2, &["--target-time", &target2]);
+    let rec2 = boot_promoted(&v, to2);
     assert_eq!(fingerprints(&rec2), on_tli2);
     assert_eq!(
         rec2.psql("postgres", "SELECT answer FROM after_promotion"),
@@ -373,25 +344,12 @@ fn recovers_to_a_time_before_a_dropped_table_and_archives_the_new_timeline() {
     // A third recovery goes back along the old timeline 1, past the point
     // where timelines 2 and 3 branched off.
     let to3 = PgCluster::new_root();
-    let data3 = to3.path().join("data");
-    v.ok(&[
-        "restore",
-        "pitr",
-        "--job",
-        "main",
-        "--to",
-        data3.to_str().unwrap(),
-        "--target-time",
-        &target_old_tli,
-        "--timeline",
-        "1",
-        "--target-action",
-        "promote",
-    ]);
-    let rec3 = PgCluster::boot(to3, &strs(&v.archiving("main")));
-    wait_until(&rec3, "third recovery promoted", || {
-        rec3.psql("postgres", "SELECT pg_is_in_recovery()") == "f"
-    });
+    restore_pitr(
+        &v,
+        &to3,
+        &["--target-time", &target_old_tli, "--timeline", "1"],
+    );
+    let rec3 = boot_promoted(&v, to3);
     assert_eq!(fingerprints(&rec3), before_drop);
     assert_eq!(
         rec3.psql(
@@ -436,6 +394,34 @@ fn recovers_to_a_time_before_a_dropped_table_and_archives_the_new_timeline() {
             "{n} is still stored"
         );
     }
+}
+
+/// `coffer restore pitr --job main --target-action promote` into `root`'s
+/// `data/`, with the target in `extra`.
+#[track_caller]
+fn restore_pitr(v: &WalVault, root: &tempfile::TempDir, extra: &[&str]) {
+    let data = root.path().join("data");
+    let mut args = vec![
+        "restore",
+        "pitr",
+        "--job",
+        "main",
+        "--to",
+        data.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&["--target-action", "promote"]);
+    args.extend_from_slice(extra);
+    v.ok(&args);
+}
+
+/// Starts the server on a restored `root` (archiving into job `main`) and
+/// waits until its recovery has promoted it.
+fn boot_promoted(v: &WalVault, root: tempfile::TempDir) -> PgCluster {
+    let pg = PgCluster::boot(root, &strs(&v.archiving("main")));
+    wait_until(&pg, "recovery promoted", || {
+        pg.psql("postgres", "SELECT pg_is_in_recovery()") == "f"
+    });
+    pg
 }
 
 /// The user the harness runs the server as (`postgres` when we are root),

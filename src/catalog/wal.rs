@@ -118,6 +118,22 @@ impl Catalog {
         self.wal_where("batch IS NULL", "pushed, name", job)
     }
 
+    /// How many WAL files wait for an S3 batch (the push path asks this
+    /// on every push: a count, not the rows).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn wal_pending_count(&self, job: Option<&str>) -> Result<usize, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM wal_files WHERE batch IS NULL AND (?1 IS NULL OR job = ?1)",
+                [job],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as usize)
+            .map_err(|e| self.err(e))
+    }
+
     /// The rows matching `filter` (of `job`, or every job), ordered by job
     /// then `order`.
     fn wal_where(

@@ -93,10 +93,9 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<i32> {
         return super::pitr::run(ctx, *p);
     }
     let vault = ctx.vault()?;
-    let snapshot = a
-        .snapshot
-        .as_deref()
-        .expect("clap requires SNAPSHOT without a subcommand");
+    let Some(snapshot) = a.snapshot.as_deref() else {
+        bail!("give a SNAPSHOT (an id, a prefix or `latest`), or `restore pitr`");
+    };
     let manifest = restore::find(&vault, snapshot, a.job.as_deref())?;
     if a.pg.dbname.is_some() {
         return to_database(ctx, &vault, &manifest, &a);

@@ -83,12 +83,9 @@ pub fn restore_pitr(
     let catalog = vault.catalog()?;
     let (_, key) = vault.identity(opts.identity.as_deref(), "restore pitr")?;
     let archive = crate::wal::Archive::new(key.wal_key(), &opts.job);
-    let archived = crate::wal::verify::archived_names(vault, &catalog, &archive)?;
-    let last_push = catalog
-        .wal_files(Some(&opts.job))?
-        .into_iter()
-        .map(|w| w.pushed)
-        .max();
+    let files = catalog.wal_files(Some(&opts.job))?;
+    let archived = crate::wal::verify::archived_names(vault, &files, &archive)?;
+    let last_push = files.iter().map(|w| w.pushed.clone()).max();
     let bases = base_backups(&catalog, &opts.job)?;
     if bases.is_empty() {
         return Err(Error::Config(format!(
@@ -108,7 +105,6 @@ pub fn restore_pitr(
         .collect();
     let (id, facts) = choose(opts, &bases, &complete, last_push.as_deref())?;
     if let RecoveryTarget::Time(t, s) = &opts.target {
-        let files = catalog.wal_files(Some(&opts.job))?;
         if let Some(gap) = gap_before(facts, &files, &archived, *t) {
             return Err(Error::Config(format!(
                 "--target-time {s} cannot be reached from base backup {id}: WAL segment {gap} \

@@ -72,7 +72,7 @@ pub fn upload(vault: &Vault, job: Option<&str>, background: bool) -> Result<Uplo
         drop(lock);
         // A push that found the lock held just before it was released
         // started no uploader: look once more, now that it is free.
-        if vault.catalog()?.wal_pending(job)?.is_empty() || !total.problems.is_empty() {
+        if vault.catalog()?.wal_pending_count(job)? == 0 || !total.problems.is_empty() {
             return Ok(total);
         }
     }

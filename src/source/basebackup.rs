@@ -85,8 +85,14 @@ impl BaseBackupSource {
         let mut child = cmd
             .spawn()
             .map_err(|e| fail(tools::spawn_error("pg_basebackup", e).to_string()))?;
-        let out = child.stdout.take().expect("piped stdout");
-        let stderr = tools::collect(child.stderr.take().expect("piped stderr"), "pg_basebackup");
+        let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(fail(
+                "pg_basebackup started without its output pipes".into(),
+            ));
+        };
+        let stderr = tools::collect(err, "pg_basebackup");
         Ok(BaseBackupSource {
             child,
             watch: TarWatch::new(out),

@@ -109,14 +109,10 @@ impl LocalTier {
     /// When the object or a directory cannot be fsynced.
     pub fn make_durable(&self, key: &str) -> Result<(), TierError> {
         let path = self.root.join(key);
-        let io = |e| self.io_err("sync", key, e);
-        File::open(&path).and_then(|f| f.sync_all()).map_err(io)?;
-        let mut dir = path.parent();
-        while let Some(d) = dir.filter(|d| d.starts_with(&self.root)) {
-            sync_dir(d).map_err(io)?;
-            dir = d.parent();
-        }
-        Ok(())
+        File::open(&path)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| self.sync_ancestors(&path))
+            .map_err(|e| self.io_err("sync", key, e))
     }
 
     /// Path of an object (for tools and tests).
@@ -150,7 +146,12 @@ impl LocalTier {
     /// Creates `dir` and any missing parents up to the root (WAL objects
     /// live two levels deep), fsyncing each parent that gained an entry.
     fn ensure_dir(&self, dir: &Path) -> io::Result<()> {
-        let parent = dir.parent().expect("object directories have a parent");
+        let Some(parent) = dir.parent() else {
+            return Err(io::Error::other(format!(
+                "{} has no parent directory",
+                dir.display()
+            )));
+        };
         match mkdir_0700(dir) {
             Ok(true) => sync_dir(parent),
             Ok(false) => Ok(()),
@@ -171,12 +172,28 @@ impl LocalTier {
         self.ensure_parent(&dest)?;
         match fs::hard_link(src, &dest) {
             Ok(()) => {
-                sync_dir(dest.parent().expect("has parent"))?;
+                self.sync_ancestors(&dest)?;
                 Ok(Put::Created)
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Put::AlreadyExisted),
+            // The writer that linked it may have been killed before its
+            // fsyncs: "durable when put returns" holds for this case too.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                File::open(&dest)?.sync_all()?;
+                self.sync_ancestors(&dest)?;
+                Ok(Put::AlreadyExisted)
+            }
             Err(e) => Err(e),
         }
+    }
+
+    /// fsyncs the directories from `path`'s parent up to the root.
+    fn sync_ancestors(&self, path: &Path) -> io::Result<()> {
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| d.starts_with(&self.root)) {
+            sync_dir(d)?;
+            dir = d.parent();
+        }
+        Ok(())
     }
 
     fn put_via_tmp(

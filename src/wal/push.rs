@@ -94,29 +94,26 @@ pub fn push(vault: &Vault, job: &str, path: &Path) -> Result<PushReport> {
     let hash = archive.key().content_hash(&content);
     let object_key = archive.object(name);
     let local = vault.local.clone();
-    let mut stored = true;
-    let sealed;
-    let stored_size = match local.head(&object_key)? {
+    let (stored, stored_size) = match local.head(&object_key)? {
         Some(size) => {
             same_content(&*local, &archive, &object_key, &hash)?;
-            stored = false;
-            size
+            // Found, not written: the push that wrote it may have been
+            // killed before its fsyncs, and PostgreSQL recycles the
+            // segment on exit 0.
+            local.make_durable(&object_key)?;
+            (false, size)
         }
         None => {
-            sealed = seal_object(&key.recipients, archive.key(), &content, ZSTD_LEVEL)?;
-            if local.put_bytes(&object_key, &sealed)? == Put::AlreadyExisted {
-                // A concurrent push of the same name won the race.
+            let sealed = seal_object(&key.recipients, archive.key(), &content, ZSTD_LEVEL)?;
+            let put = local.put_bytes(&object_key, &sealed)?;
+            if put == Put::AlreadyExisted {
+                // A concurrent push of the same name won the race (the
+                // tier made its object durable before answering).
                 same_content(&*local, &archive, &object_key, &hash)?;
-                stored = false;
             }
-            sealed.len() as u64
+            (put == Put::Created, sealed.len() as u64)
         }
     };
-    if !stored {
-        // Found, not written: the push that wrote it may have been killed
-        // before its fsyncs, and PostgreSQL recycles the segment on exit 0.
-        local.make_durable(&object_key)?;
-    }
     catalog.insert_wal(&WalRecord {
         job: job.to_string(),
         name: name.to_string(),
@@ -129,7 +126,7 @@ pub fn push(vault: &Vault, job: &str, path: &Path) -> Result<PushReport> {
         batch: None,
     })?;
     let offsite_pending = if vault.s3.is_some() {
-        catalog.wal_pending(Some(job))?.len()
+        catalog.wal_pending_count(Some(job))?
     } else {
         0
     };

@@ -109,35 +109,28 @@ pub fn missing(needed: &[String], archived: &BTreeSet<String>) -> Vec<String> {
         .collect()
 }
 
-/// Every WAL file name the archive holds: the catalog's rows, the local
-/// tier's objects and the S3 batches' contents (a catalog rebuilt on a new
-/// machine knows no WAL; the tiers do).
+/// Every WAL file name the archive holds: the catalog's rows of the job
+/// (`files`), the local tier's objects and the S3 batches' contents that
+/// the rows do not name (a catalog rebuilt on a new machine knows no WAL;
+/// the tiers do).
 ///
 /// # Errors
-/// Catalog errors; tier errors listing or reading batch headers.
+/// Tier errors listing or reading batch headers.
 pub fn archived_names(
     vault: &Vault,
-    catalog: &Catalog,
+    files: &[WalRecord],
     archive: &Archive,
 ) -> Result<BTreeSet<String>> {
-    let mut names: BTreeSet<String> = catalog
-        .wal_files(Some(&archive.job))?
-        .into_iter()
-        .map(|w| w.name)
-        .collect();
+    let mut names: BTreeSet<String> = files.iter().map(|w| w.name.clone()).collect();
     for o in vault.local.list(archive.prefix())? {
         if let Some(n) = archive.file_name(&o.key) {
             names.insert(n.to_string());
         }
     }
     if let Some(s3) = &vault.s3 {
-        let known: BTreeSet<String> = catalog
-            .wal_files(Some(&archive.job))?
-            .into_iter()
-            .filter_map(|w| w.batch)
-            .collect();
+        let known: BTreeSet<&str> = files.iter().filter_map(|w| w.batch.as_deref()).collect();
         for b in s3.list(&archive.batches_prefix())? {
-            if !known.contains(&b.key) {
+            if !known.contains(b.key.as_str()) {
                 names.extend(batch_names(&**s3, &b.key)?);
             }
         }

@@ -263,17 +263,15 @@ impl SegmentHeader {
         if data.len() < LONG_HEADER_LEN {
             return Err(FormatError::Truncated { what: WHAT });
         }
-        let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]);
-        let u32_at = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().expect("4 bytes"));
-        let u64_at = |o: usize| u64::from_le_bytes(data[o..o + 8].try_into().expect("8 bytes"));
         let h = SegmentHeader {
-            magic: u16_at(0),
-            tli: u32_at(4),
-            page_addr: u64_at(8),
-            system_identifier: u64_at(24),
-            seg_size: u32_at(32),
-            block_size: u32_at(36),
+            magic: u16::from_le_bytes(bytes_at(data, 0, WHAT)?),
+            tli: u32::from_le_bytes(bytes_at(data, 4, WHAT)?),
+            page_addr: u64::from_le_bytes(bytes_at(data, 8, WHAT)?),
+            system_identifier: u64::from_le_bytes(bytes_at(data, 24, WHAT)?),
+            seg_size: u32::from_le_bytes(bytes_at(data, 32, WHAT)?),
+            block_size: u32::from_le_bytes(bytes_at(data, 36, WHAT)?),
         };
+        let info = u16::from_le_bytes(bytes_at(data, 2, WHAT)?);
         // 0xD101 is PostgreSQL 12's magic; each later major version adds a
         // few. Older versions have no place in a PG 12+ tool.
         if !(0xD101..0xD200).contains(&h.magic) {
@@ -282,7 +280,7 @@ impl SegmentHeader {
                 format!("magic {:#06x} is not PostgreSQL 12 or later WAL", h.magic),
             ));
         }
-        if u16_at(2) & XLP_LONG_HEADER == 0 {
+        if info & XLP_LONG_HEADER == 0 {
             return Err(FormatError::corrupt(
                 WHAT,
                 "first page lacks the long header",
@@ -334,6 +332,19 @@ impl SegmentHeader {
         }
         Ok(())
     }
+}
+
+/// The `N` bytes of `data` at `at`, or [`FormatError::Truncated`]: decoders
+/// read fixed-size fields through this, never by indexing.
+pub(crate) fn bytes_at<const N: usize>(
+    data: &[u8],
+    at: usize,
+    what: &'static str,
+) -> Result<[u8; N]> {
+    at.checked_add(N)
+        .and_then(|end| data.get(at..end))
+        .and_then(|b| b.try_into().ok())
+        .ok_or(FormatError::Truncated { what })
 }
 
 #[cfg(test)]

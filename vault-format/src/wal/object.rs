@@ -62,7 +62,7 @@ pub fn object_hash(object: &[u8]) -> Result<[u8; 32]> {
     if &object[..8] != OBJECT_MAGIC {
         return Err(version_or_magic(&object[..8], b"CWALOBJ", "WAL object"));
     }
-    Ok(object[8..OBJECT_HEADER_LEN].try_into().expect("32 bytes"))
+    super::bytes_at(object, 8, "WAL object")
 }
 
 /// Opens a WAL object: decrypts, decompresses and checks the content hash.
@@ -144,7 +144,7 @@ pub fn parse_batch_header(data: &[u8]) -> Result<Option<Vec<BatchEntry>>> {
     if &data[..8] != BATCH_MAGIC {
         return Err(version_or_magic(&data[..8], b"CWALBAT", WHAT));
     }
-    let count = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes")) as usize;
+    let count = u32::from_le_bytes(super::bytes_at(data, 8, WHAT)?) as usize;
     // Each entry is at least 10 bytes; a count beyond what a batch of the
     // largest allowed header could hold is damage, not a short read.
     if count > 1 << 20 {
@@ -163,7 +163,7 @@ pub fn parse_batch_header(data: &[u8]) -> Result<Option<Vec<BatchEntry>>> {
         let name = std::str::from_utf8(&data[pos + 1..pos + 1 + n as usize])
             .map_err(|_| FormatError::corrupt(WHAT, "a name is not UTF-8"))?
             .to_string();
-        let len = u64::from_le_bytes(data[end - 8..end].try_into().expect("8 bytes"));
+        let len = u64::from_le_bytes(super::bytes_at(data, end - 8, WHAT)?);
         named.push((name, len));
         pos = end;
     }
