@@ -214,16 +214,7 @@ fn pgbench(pg: &PgCluster, transactions: &str) {
 
 #[test]
 fn recovers_to_a_time_before_a_dropped_table_and_archives_the_new_timeline() {
-    // The vault lives in a directory of its own the server user owns.
-    let home = tempfile::tempdir().unwrap();
-    let vdir = home.path().join("v");
-    std::fs::create_dir(&vdir).unwrap();
-    let server_user = server_user();
-    if let Some((uid, gid)) = server_user {
-        std::os::unix::fs::chown(home.path(), Some(uid), Some(gid)).unwrap();
-        std::os::unix::fs::chown(&vdir, Some(uid), Some(gid)).unwrap();
-    }
-    let v = WalVault::new(vdir.clone(), server_user, &[], vec![]);
+    let (_home, vdir, v) = archiving_vault();
     let pg = PgCluster::start_with(&strs(&v.archiving("main")));
     pg.pgbench_init("postgres", 2);
 
@@ -267,27 +258,11 @@ fn recovers_to_a_time_before_a_dropped_table_and_archives_the_new_timeline() {
     );
 
     // A target after the newest archived WAL is refused, naming the window.
+    let refusal = pitr_refused(&v, &["--target-time", "2999-01-01 00:00:00+00"]);
+    assert!(refusal.contains("after the archived window"), "{refusal}");
+
     let to = PgCluster::new_root();
     let data = to.path().join("data");
-    let o = v.fails(
-        &[
-            "restore",
-            "pitr",
-            "--job",
-            "main",
-            "--to",
-            data.to_str().unwrap(),
-            "--target-time",
-            "2999-01-01 00:00:00+00",
-        ],
-        2,
-    );
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("after the archived window"),
-        "{}",
-        text(&o)
-    );
-    assert!(!data.exists());
 
     restore_pitr(&v, &to, &["--target-time", &target]);
     assert!(data.join("recovery.signal").exists());
@@ -396,6 +371,89 @@ fn recovers_to_a_time_before_a_dropped_table_and_archives_the_new_timeline() {
     }
 }
 
+#[test]
+fn recovers_a_cluster_with_a_tablespace_to_a_restore_point_an_lsn_and_immediate() {
+    let (_home, _vdir, v) = archiving_vault();
+    let pg = PgCluster::start_with(&strs(&v.archiving("main")));
+    let ts = pg.server_writable_dir("ts1");
+    pg.psql(
+        "postgres",
+        &format!("CREATE TABLESPACE ts1 LOCATION '{}'", ts.display()),
+    );
+    pg.psql("postgres", "CREATE TABLE t (i int, v text) TABLESPACE ts1");
+    pg.psql(
+        "postgres",
+        "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g",
+    );
+    // pg_basebackup cannot stream this cluster (two archives): coffer
+    // speaks BASE_BACKUP itself.
+    v.ok(&[
+        "backup",
+        "pg",
+        "--physical",
+        "--job",
+        "main",
+        "--dbname",
+        &pg.conninfo("postgres"),
+    ]);
+    let at_backup = pg.table_fingerprint("postgres", "t");
+    pg.psql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'a' FROM generate_series(20001, 25000) g",
+    );
+    pg.psql(
+        "postgres",
+        "SELECT pg_create_restore_point('before_update')",
+    );
+    let at_name = pg.table_fingerprint("postgres", "t");
+    pg.psql("postgres", "UPDATE t SET v = 'b' WHERE i % 3 = 0");
+    let lsn = pg.psql("postgres", "SELECT pg_current_wal_insert_lsn()");
+    let at_lsn = pg.table_fingerprint("postgres", "t");
+    pg.psql("postgres", "DELETE FROM t WHERE i % 2 = 0");
+    switch_and_wait_archived(&pg);
+    assert_ne!(pg.table_fingerprint("postgres", "t"), at_lsn);
+
+    // The tablespace's own directory is in use: refused, with the way out,
+    // and nothing is left behind.
+    let refusal = pitr_refused(&v, &["--target", "immediate"]);
+    assert!(refusal.contains("--tablespace-mapping"), "{refusal}");
+
+    let mapping = |new: &std::path::Path| format!("{}={}", ts.display(), new.display());
+    for (target, expected) in [
+        (vec!["--target-name", "before_update"], &at_name),
+        (vec!["--target-lsn", lsn.as_str()], &at_lsn),
+        (vec!["--target", "immediate"], &at_backup),
+    ] {
+        let to = PgCluster::new_root();
+        let new_ts = to.path().join("ts1-restored");
+        let mut args = target.clone();
+        let m = mapping(&new_ts);
+        args.extend_from_slice(&["--tablespace-mapping", &m, "--timeline", "1"]);
+        restore_pitr(&v, &to, &args);
+        assert!(
+            std::fs::read_dir(&new_ts).unwrap().next().is_some(),
+            "{target:?}: the tablespace's files are not in {}",
+            new_ts.display()
+        );
+        let rec = PgCluster::boot(to, &[]);
+        wait_until(&rec, "recovery promoted", || {
+            rec.psql("postgres", "SELECT pg_is_in_recovery()") == "f"
+        });
+        assert_eq!(
+            &rec.table_fingerprint("postgres", "t"),
+            expected,
+            "{target:?}: the recovered table differs"
+        );
+        assert_eq!(
+            rec.psql(
+                "postgres",
+                "SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts1'"
+            ),
+            new_ts.display().to_string()
+        );
+    }
+}
+
 /// `coffer restore pitr --job main --target-action promote` into `root`'s
 /// `data/`, with the target in `extra`.
 #[track_caller]
@@ -414,6 +472,26 @@ fn restore_pitr(v: &WalVault, root: &tempfile::TempDir, extra: &[&str]) {
     v.ok(&args);
 }
 
+/// `coffer restore pitr --job main` with `extra`, which must be refused
+/// with status 2 and write nothing; returns what it printed.
+#[track_caller]
+fn pitr_refused(v: &WalVault, extra: &[&str]) -> String {
+    let to = PgCluster::new_root();
+    let data = to.path().join("data");
+    let mut args = vec![
+        "restore",
+        "pitr",
+        "--job",
+        "main",
+        "--to",
+        data.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = v.fails(&args, 2);
+    assert!(!data.exists(), "{args:?} wrote {}", data.display());
+    text(&o)
+}
+
 /// Starts the server on a restored `root` (archiving into job `main`) and
 /// waits until its recovery has promoted it.
 fn boot_promoted(v: &WalVault, root: tempfile::TempDir) -> PgCluster {
@@ -422,6 +500,21 @@ fn boot_promoted(v: &WalVault, root: tempfile::TempDir) -> PgCluster {
         pg.psql("postgres", "SELECT pg_is_in_recovery()") == "f"
     });
     pg
+}
+
+/// A vault in a directory of its own that the server user owns (the
+/// server runs `coffer wal push` as that user), and its home.
+fn archiving_vault() -> (tempfile::TempDir, PathBuf, WalVault) {
+    let home = tempfile::tempdir().unwrap();
+    let vdir = home.path().join("v");
+    std::fs::create_dir(&vdir).unwrap();
+    let server_user = server_user();
+    if let Some((uid, gid)) = server_user {
+        std::os::unix::fs::chown(home.path(), Some(uid), Some(gid)).unwrap();
+        std::os::unix::fs::chown(&vdir, Some(uid), Some(gid)).unwrap();
+    }
+    let v = WalVault::new(vdir.clone(), server_user, &[], vec![]);
+    (home, vdir, v)
 }
 
 /// The user the harness runs the server as (`postgres` when we are root),

@@ -58,6 +58,12 @@ pub struct PitrArgs {
     /// its parent directory, else postgres].
     #[arg(long, value_name = "USER")]
     pub owner: Option<String>,
+    /// Restore the tablespace that was at OLDDIR into NEWDIR instead
+    /// (repeatable; as pg_basebackup's --tablespace-mapping). A tablespace
+    /// not mapped goes back to its original directory, which must not
+    /// exist or be empty.
+    #[arg(long, value_name = "OLDDIR=NEWDIR")]
+    pub tablespace_mapping: Vec<String>,
 }
 
 pub fn run(ctx: &Ctx, a: PitrArgs) -> Result<i32> {
@@ -78,6 +84,16 @@ pub fn run(ctx: &Ctx, a: PitrArgs) -> Result<i32> {
     } else {
         RecoveryTarget::Immediate
     };
+    let mut tablespace_mapping = Vec::new();
+    for m in &a.tablespace_mapping {
+        let Some((old, new)) = m.split_once('=') else {
+            return Err(coffer::Error::Config(format!(
+                "--tablespace-mapping {m:?} is not OLDDIR=NEWDIR"
+            ))
+            .into());
+        };
+        tablespace_mapping.push((PathBuf::from(old), PathBuf::from(new)));
+    }
     let vault = ctx.vault()?;
     let opts = PitrOptions {
         job: a.job,
@@ -88,6 +104,7 @@ pub fn run(ctx: &Ctx, a: PitrArgs) -> Result<i32> {
         snapshot: a.snapshot,
         identity: a.identity,
         owner: a.owner,
+        tablespace_mapping,
     };
     let rep = with_progress(ctx.v, "restoring", |p| pitr::restore_pitr(&vault, &opts, p))?;
     Ok(render(ctx.v, &rep))
@@ -110,6 +127,17 @@ impl Render for PitrReport {
                     .unwrap_or_default()
             ),
         );
+        for t in &self.tablespaces {
+            note(
+                v,
+                &format!(
+                    "coffer:   tablespace {} (was {}) restored into {}",
+                    t.oid,
+                    t.was,
+                    t.dir.display()
+                ),
+            );
+        }
         for (k, val) in &self.settings {
             note(v, &format!("coffer:   {k} = '{val}'"));
         }

@@ -121,7 +121,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<i32> {
         &Restored {
             rep: &rep,
             to: match &target {
-                Target::Path(p) => Some(p),
+                Target::Path(p) | Target::DataDir(p, _) => Some(p),
                 Target::Stdout => None,
             },
         },

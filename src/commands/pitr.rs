@@ -6,7 +6,9 @@
 //!    one named with `--snapshot`. A target outside the archived window is
 //!    refused, naming the window.
 //! 2. Restore its tar into a new directory (mode 0700; as root, owned by
-//!    the data directory's owner).
+//!    the data directory's owner); its tablespaces into their original
+//!    directories or their `--tablespace-mapping`, each new or empty, and
+//!    linked from `pg_tblspc/`.
 //! 3. Write `recovery.signal` and append the recovery settings to
 //!    `postgresql.auto.conf`: `restore_command` runs `coffer wal fetch`
 //!    with this settings file and identity.
@@ -19,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::restore::{restore, Target as RestoreTarget};
+use super::restore::{restore, Tablespaces, Target as RestoreTarget};
 use crate::error::{Error, Result};
 use crate::pg::basebackup::BaseFacts;
 pub use crate::pg::recovery::RecoveryTarget;
@@ -48,6 +50,19 @@ pub struct PitrOptions {
     pub identity: Option<PathBuf>,
     /// Who owns the data directory when running as root.
     pub owner: Option<String>,
+    /// Tablespace directories: (original, new).
+    pub tablespace_mapping: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Where a tablespace was restored.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoredTablespace {
+    /// Its OID.
+    pub oid: u32,
+    /// Its directory on the backed-up server.
+    pub was: String,
+    /// Where its files are now (linked from `pg_tblspc/<oid>`).
+    pub dir: PathBuf,
 }
 
 /// What `restore pitr` did.
@@ -65,6 +80,8 @@ pub struct PitrReport {
     pub settings: Vec<(String, String)>,
     /// The owner the directory was given, when root.
     pub owner: Option<String>,
+    /// The tablespaces outside the data directory.
+    pub tablespaces: Vec<RestoredTablespace>,
     /// The base backup's restore.
     pub restore: RestoreReport,
 }
@@ -117,13 +134,35 @@ pub fn restore_pitr(
     let owner = intended_owner(&opts.to, opts.owner.as_deref())?;
     let manifest = super::restore::find(vault, id, Some(&opts.job))?;
     let ctx = super::read_context(vault, opts.identity.as_deref(), "restore pitr")?;
-    let rep = restore(
+    let tablespaces = place_tablespaces(facts, opts)?;
+    let made = make_tablespace_dirs(&tablespaces)?;
+    let map = Tablespaces {
+        at: tablespaces.iter().map(|t| (t.oid, t.dir.clone())).collect(),
+    };
+    let rep = match restore(
         vault,
         &ctx,
         &manifest,
-        &RestoreTarget::Path(opts.to.clone()),
+        &RestoreTarget::DataDir(opts.to.clone(), map),
         progress,
-    )?;
+    ) {
+        Ok(rep) => rep,
+        Err(e) => {
+            // Nothing half-restored is left: the data directory's
+            // temporary is gone already; the tablespaces' files go too.
+            for dir in &made {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            for t in &tablespaces {
+                if let Ok(d) = std::fs::read_dir(&t.dir) {
+                    for e in d.flatten() {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+            return Err(e);
+        }
+    };
     let out = |io| Error::Output {
         what: opts.to.display().to_string(),
         io,
@@ -133,6 +172,9 @@ pub fn restore_pitr(
     write_recovery(&opts.to, &settings, id).map_err(out)?;
     if let Some((_, uid, gid)) = &owner {
         chown_tree(&opts.to, *uid, *gid).map_err(out)?;
+        for t in &tablespaces {
+            chown_tree(&t.dir, *uid, *gid).map_err(out)?;
+        }
     }
     Ok(PitrReport {
         data_dir: opts.to.clone(),
@@ -141,8 +183,96 @@ pub fn restore_pitr(
         archive_ends: last_push,
         settings,
         owner: owner.map(|(name, _, _)| name),
+        tablespaces,
         restore: rep,
     })
+}
+
+/// Where each of the base backup's tablespaces goes: its mapping, else its
+/// original directory. Refuses a mapping that names no tablespace, a
+/// relative directory, one inside the data directory, and one that
+/// exists and is not empty (a tablespace in use on this machine).
+fn place_tablespaces(facts: &BaseFacts, opts: &PitrOptions) -> Result<Vec<RestoredTablespace>> {
+    for (old, _) in &opts.tablespace_mapping {
+        if !facts
+            .tablespaces
+            .iter()
+            .any(|t| Path::new(&t.location) == old)
+        {
+            let known: Vec<&str> = facts
+                .tablespaces
+                .iter()
+                .map(|t| t.location.as_str())
+                .collect();
+            return Err(Error::Config(format!(
+                "--tablespace-mapping {}: the base backup has no tablespace there (it has: {})",
+                old.display(),
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+    }
+    let mut placed = Vec::new();
+    for t in &facts.tablespaces {
+        let dir = opts
+            .tablespace_mapping
+            .iter()
+            .find(|(old, _)| Path::new(&t.location) == old)
+            .map_or_else(|| PathBuf::from(&t.location), |(_, new)| new.clone());
+        if !dir.is_absolute() || dir.starts_with(&opts.to) {
+            return Err(Error::Config(format!(
+                "tablespace directory {} must be an absolute path outside the data directory",
+                dir.display()
+            )));
+        }
+        if let Ok(mut d) = std::fs::read_dir(&dir) {
+            if d.next().is_some() {
+                return Err(Error::Config(format!(
+                    "tablespace {} goes to {}, which is not empty; pass --tablespace-mapping {}=NEWDIR \
+                     with a new or empty directory",
+                    t.oid,
+                    dir.display(),
+                    t.location
+                )));
+            }
+        }
+        placed.push(RestoredTablespace {
+            oid: t.oid,
+            was: t.location.clone(),
+            dir,
+        });
+    }
+    Ok(placed)
+}
+
+/// Creates the tablespace directories that do not exist (mode 0700);
+/// returns them, for removal if the restore fails.
+fn make_tablespace_dirs(tablespaces: &[RestoredTablespace]) -> Result<Vec<PathBuf>> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut made = Vec::new();
+    for t in tablespaces {
+        if !t.dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&t.dir)
+                .map_err(|io| Error::Output {
+                    what: t.dir.display().to_string(),
+                    io,
+                })?;
+            made.push(t.dir.clone());
+        }
+        std::fs::set_permissions(&t.dir, std::fs::Permissions::from_mode(0o700)).map_err(|io| {
+            Error::Output {
+                what: t.dir.display().to_string(),
+                io,
+            }
+        })?;
+    }
+    Ok(made)
 }
 
 /// The base backup for the target (see the module docs).

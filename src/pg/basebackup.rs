@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use vault_format::wal::{Lsn, SegmentName};
 
 /// Snapshot kind of a physical base backup (a tar stream of the data
-/// directory by `pg_basebackup -Ft -X none`).
+/// directory by `pg_basebackup -Ft -X none`; with tablespaces, their
+/// files under `pg_tblspc/<oid>/` in the same stream).
 pub const KIND_BASE: &str = "pg_basebackup";
 
 /// A base backup's facts.
@@ -36,6 +37,19 @@ pub struct BaseFacts {
     pub backup_label: String,
     /// Bytes of `backup_manifest` (in the tar, for `pg_verifybackup`).
     pub backup_manifest_size: u64,
+    /// The tablespaces outside the data directory (their files are under
+    /// `pg_tblspc/<oid>/` in the stream). Absent in older snapshots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tablespaces: Vec<Tablespace>,
+}
+
+/// A tablespace outside the data directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tablespace {
+    /// Its OID.
+    pub oid: u32,
+    /// Where it was on the backed-up server.
+    pub location: String,
 }
 
 impl BaseFacts {
@@ -143,6 +157,7 @@ mod tests {
             stopped_at: String::new(),
             backup_label: String::new(),
             backup_manifest_size: 0,
+            tablespaces: Vec::new(),
         };
         assert_eq!(
             f.needed_segments(),

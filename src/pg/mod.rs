@@ -17,6 +17,8 @@
 //! - [`facts`] and [`recorded`]: the facts themselves, and as a manifest
 //!   holds them; [`compare`]: a restored database against them;
 //! - [`recovery`]: recovery.signal and the recovery settings, quoted;
+//! - [`replication`]: `BASE_BACKUP` over the replication protocol, for a
+//!   cluster with tablespaces (pg_basebackup streams only one archive);
 //! - [`globals`]: `pg_dumpall --globals-only`, replayed with psql;
 //! - [`pg_restore`]: pg_restore and `pg_restore --list` fed by one stream;
 //!   [`toc`]: the listing parsed;
@@ -34,6 +36,7 @@ pub mod globals;
 pub mod pg_restore;
 pub mod recorded;
 pub mod recovery;
+pub mod replication;
 pub mod scratch;
 pub mod session;
 pub mod toc;

@@ -247,6 +247,7 @@ mod tests {
                 stopped_at: stopped.into(),
                 backup_label: String::new(),
                 backup_manifest_size: 0,
+                tablespaces: Vec::new(),
             },
         )
     }

@@ -6,6 +6,8 @@
 //! verified and the length matched; a tree is extracted into a temporary
 //! sibling directory and renamed likewise. On error the temporary is removed.
 
+mod unpack;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -16,14 +18,19 @@ use crate::error::{Error, Result};
 use crate::pipeline::restore::{self, ReadContext, RestoreReport};
 use crate::progress::Progress;
 use crate::vault::Vault;
+use unpack::unpack;
+pub use unpack::Tablespaces;
 
 /// Where to restore to.
 #[derive(Debug, Clone)]
 pub enum Target {
     /// Standard output (the raw stream; a tar stream for directory snapshots).
     Stdout,
-    /// A path: a file for stream snapshots, a directory for tar snapshots.
+    /// A path: a file for stream snapshots, a directory for tar snapshots
+    /// (a base backup's tablespaces inside it, in place).
     Path(PathBuf),
+    /// A base backup's data directory, its tablespaces where they map to.
+    DataDir(PathBuf, Tablespaces),
 }
 
 /// Resolves `query` (`latest`, an id or a unique prefix) to a manifest.
@@ -63,12 +70,13 @@ pub fn restore(
                 let mut lock = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
                 restore::run(ctx, manifest, &mut lock, progress)
             }
-            Target::Path(p)
-                if manifest.kind == kinds::TAR
-                    || manifest.kind == crate::pg::basebackup::KIND_BASE =>
-            {
-                to_tree(ctx, manifest, p, progress)
+            Target::Path(p) if manifest.kind == kinds::TAR => {
+                to_tree(ctx, manifest, p, None, progress)
             }
+            Target::Path(p) if manifest.kind == crate::pg::basebackup::KIND_BASE => {
+                to_tree(ctx, manifest, p, Some(&Tablespaces::default()), progress)
+            }
+            Target::DataDir(p, t) => to_tree(ctx, manifest, p, Some(t), progress),
             Target::Path(p) => to_file(ctx, manifest, p, progress),
         },
     )
@@ -147,6 +155,7 @@ fn to_tree(
     ctx: &ReadContext,
     manifest: &Manifest,
     path: &Path,
+    tablespaces: Option<&Tablespaces>,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let existing_empty = match std::fs::read_dir(path) {
@@ -178,7 +187,7 @@ fn to_tree(
             // own (a base backup's injected backup_manifest claims uid 2048).
             a.set_preserve_ownerships(rustix::process::geteuid().is_root());
             a.set_overwrite(false);
-            unpack(&mut a, &dest)?;
+            unpack(&mut a, &dest, tablespaces)?;
             // Drain anything after the archive's end marker, so the writer
             // never blocks on a full pipe.
             std::io::copy(&mut a.into_inner(), &mut std::io::sink())?;
@@ -201,103 +210,4 @@ fn to_tree(
     std::fs::rename(&kept, path).map_err(out_err(path))?;
     crate::tier::local::sync_dir(&dir).map_err(out_err(path))?;
     Ok(rep)
-}
-
-/// Unpacks entry by entry: the tar crate neither creates FIFOs and device
-/// nodes nor restores directory mtimes (writing files into a directory
-/// changes its mtime), so special files are made here and directory times
-/// are set last, deepest first.
-fn unpack<R: std::io::Read>(a: &mut tar::Archive<R>, dest: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    use tar::EntryType;
-    let mut dirs: Vec<(PathBuf, std::time::SystemTime)> = Vec::new();
-    for entry in a.entries()? {
-        let mut e = entry?;
-        let kind = e.header().entry_type();
-        let rel = e.path()?.into_owned();
-        let mtime = e
-            .header()
-            .mtime()
-            .ok()
-            .map(|t| std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
-        match kind {
-            EntryType::Fifo | EntryType::Char | EntryType::Block => {
-                let Some(target) = safe_join(dest, &rel) else {
-                    return Err(std::io::Error::other(format!(
-                        "{} escapes the target directory",
-                        rel.display()
-                    )));
-                };
-                let mode = e.header().mode()? & 0o7777;
-                let file_type = match kind {
-                    EntryType::Fifo => rustix::fs::FileType::Fifo,
-                    EntryType::Char => rustix::fs::FileType::CharacterDevice,
-                    _ => rustix::fs::FileType::BlockDevice,
-                };
-                let dev = rustix::fs::makedev(
-                    e.header().device_major()?.unwrap_or(0),
-                    e.header().device_minor()?.unwrap_or(0),
-                );
-                rustix::fs::mknodat(
-                    rustix::fs::CWD,
-                    &target,
-                    file_type,
-                    rustix::fs::Mode::from_raw_mode(mode),
-                    dev,
-                )?;
-                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
-                if let (Ok(uid), Ok(gid)) = (e.header().uid(), e.header().gid()) {
-                    // Only root can give files away; others keep their own.
-                    let _ = std::os::unix::fs::lchown(&target, Some(uid as u32), Some(gid as u32));
-                }
-                if let Some(t) = mtime {
-                    let _ = rustix::fs::utimensat(
-                        rustix::fs::CWD,
-                        &target,
-                        &rustix::fs::Timestamps {
-                            last_access: to_ts(t),
-                            last_modification: to_ts(t),
-                        },
-                        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-                    );
-                }
-            }
-            _ => {
-                if kind == EntryType::Directory {
-                    if let Some(t) = mtime {
-                        dirs.push((rel.clone(), t));
-                    }
-                }
-                e.unpack_in(dest)?;
-            }
-        }
-    }
-    for (rel, t) in dirs.iter().rev() {
-        if let Some(p) = safe_join(dest, rel) {
-            let _ = std::fs::File::open(&p).and_then(|f| f.set_modified(*t));
-        }
-    }
-    Ok(())
-}
-
-fn to_ts(t: std::time::SystemTime) -> rustix::fs::Timespec {
-    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    rustix::fs::Timespec {
-        tv_sec: d.as_secs() as i64,
-        tv_nsec: d.subsec_nanos() as _,
-    }
-}
-
-/// `dest/rel` when `rel` stays inside `dest` (no root, no `..`).
-fn safe_join(dest: &Path, rel: &Path) -> Option<PathBuf> {
-    use std::path::Component;
-    let mut out = dest.to_path_buf();
-    for c in rel.components() {
-        match c {
-            Component::Normal(p) => out.push(p),
-            Component::CurDir => {}
-            _ => return None,
-        }
-    }
-    Some(out)
 }
