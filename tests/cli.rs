@@ -116,6 +116,68 @@ fn stdin_round_trip_restores_identical_bytes() {
 }
 
 #[test]
+fn exec_commits_a_commands_output_only_when_it_exits_0() {
+    let v = Vault::new();
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(3, 3 * MB);
+    let input = dir.path().join("input");
+    std::fs::write(&input, &data).unwrap();
+    let cat = format!("cat {}", input.display());
+
+    let o = v.ok(&[
+        "--json", "backup", "--job", "app", "--exec", "--", "sh", "-c", &cat,
+    ]);
+    let rep: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rep["kind"], "command");
+    let id = rep["id"].as_str().unwrap();
+    v.assert_restores(id, &data);
+
+    // The same output, then the producer fails: through a pipe that would
+    // be a complete-looking stream; under --exec nothing is committed.
+    for (script, says) in [
+        (format!("{cat}; exit 3"), "exited with status 3"),
+        (
+            format!("head -c 1000000 {}; kill -9 $$", input.display()),
+            "killed by signal 9",
+        ),
+    ] {
+        let o = v.fails(
+            &[
+                "backup", "--job", "app", "--exec", "--", "sh", "-c", &script,
+            ],
+            1,
+        );
+        let err = stderr(&o);
+        assert!(
+            err.contains(says) && err.contains("no snapshot was committed"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    let o = v.fails(
+        &[
+            "backup",
+            "--job",
+            "app",
+            "--exec",
+            "--",
+            "/nonexistent/producer",
+        ],
+        1,
+    );
+    assert!(stderr(&o).contains("cannot start it"), "{}", stderr(&o));
+    let snaps = v.snapshots();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    // A path and --exec together, or --exec without a command: refused by
+    // the parser (status 2).
+    v.fails(&["backup", "--exec"], 2);
+    v.fails(
+        &["backup", input.to_str().unwrap(), "--exec", "--", "true"],
+        2,
+    );
+}
+
+#[test]
 fn directory_round_trip_keeps_contents_modes_symlinks_and_empty_entries() {
     let v = Vault::new();
     let src = v.work.join("volume");

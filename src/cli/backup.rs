@@ -27,8 +27,21 @@ pub struct BackupArgs {
     #[arg(long = "tag", value_name = "T", global = true)]
     pub tags: Vec<String>,
     /// A file, `-` for stdin, or a directory (archived as tar).
-    #[arg(value_name = "PATH|-", required = true)]
+    #[arg(
+        value_name = "PATH|-",
+        required_unless_present = "exec",
+        conflicts_with = "exec"
+    )]
     pub path: Option<String>,
+    /// Back up the standard output of the command given after `--`
+    /// (`coffer backup --exec -- CMD ARGS…`), committed only if it exits 0.
+    /// Prefer it to a pipe: a producer that dies half way through a pipe
+    /// looks like a finished one.
+    #[arg(long, requires = "command")]
+    pub exec: bool,
+    /// The command for --exec.
+    #[arg(last = true, value_name = "CMD", requires = "exec")]
+    pub command: Vec<String>,
     #[command(subcommand)]
     pub source: Option<BackupSource>,
 }
@@ -85,11 +98,16 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
     if let Some(BackupSource::Pg(pg)) = &a.source {
         return backup_pg(ctx, &vault, &a.job, &a.tags, pg);
     }
-    let path = a
-        .path
-        .as_deref()
-        .expect("clap requires PATH without a subcommand");
-    let mut source = coffer::source::open(path)?;
+    let mut source: Box<dyn coffer::source::Source> = match a.path.as_deref() {
+        _ if a.exec => Box::new(coffer::source::CommandSource::start(&a.command)?),
+        Some(path) => coffer::source::open(path)?,
+        None => {
+            return Err(coffer::Error::Config(
+                "nothing to back up: give a PATH, `-` for stdin, or --exec -- CMD".into(),
+            )
+            .into())
+        }
+    };
     let req = BackupRequest {
         job: a.job,
         tags: a.tags,

@@ -68,7 +68,8 @@ pub struct Cli {
 pub enum Command {
     /// Create a vault: keys, a local tier and this host's settings.
     Init(init::InitArgs),
-    /// Back up a file, stdin (-) or a directory (stored as a tar stream).
+    /// Back up a file, stdin (-), a directory (stored as a tar stream) or
+    /// a command's output (--exec -- CMD ARGS…).
     Backup(backup::BackupArgs),
     /// List snapshots.
     Snapshots(snapshots::SnapshotsArgs),

@@ -6,10 +6,12 @@
 //! even though its output looked like a clean end of stream.
 //!
 //! One file per kind: [`mod@file`] (a file, stdin), [`mod@tar`] (a directory as a
-//! tar stream), [`pg_dump`] (a database over an exported snapshot) and
+//! tar stream), [`command`] (a command's output, committed only if it
+//! exits 0), [`pg_dump`] (a database over an exported snapshot) and
 //! [`memory`] (a small stream already in memory, e.g. the cluster globals).
 
 pub mod basebackup;
+pub mod command;
 pub mod file;
 pub mod memory;
 pub mod pg_dump;
@@ -20,6 +22,7 @@ use std::path::Path;
 
 use crate::error::Result;
 
+pub use command::CommandSource;
 pub use file::{FileSource, StdinSource};
 pub use memory::MemorySource;
 pub use pg_dump::PgDumpSource;

@@ -28,6 +28,8 @@ pub mod kinds {
     pub const STDIN: &str = "stdin";
     /// A directory, stored as a tar stream.
     pub const TAR: &str = "tar";
+    /// A command's standard output (`coffer backup --exec`).
+    pub const COMMAND: &str = "command";
 }
 
 /// A snapshot manifest.
