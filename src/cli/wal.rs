@@ -12,7 +12,7 @@ use coffer::wal::upload::UploadReport;
 use coffer::wal::verify::WalReport;
 use serde::Serialize;
 
-use super::output::{bytes, note, out, render, Render, Verbosity};
+use super::output::{bytes, note, out, render, with_progress, Render, Verbosity};
 use super::Ctx;
 
 /// What `wal fetch` exits with when the file is damaged everywhere or a
@@ -91,7 +91,8 @@ pub fn run(ctx: &Ctx, c: WalCommand) -> Result<i32> {
     match c {
         WalCommand::Push { job, path } => {
             let vault = ctx.vault()?;
-            Ok(render(ctx.v, &wal::push(&vault, &job, &path)?))
+            let rep = with_progress(ctx.v, "archiving", |p| wal::push(&vault, &job, &path, p))?;
+            Ok(render(ctx.v, &rep))
         }
         WalCommand::Fetch {
             job,

@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use vault_format::wal::WalFile;
 
 use crate::error::Result;
+use crate::progress::Progress;
 use crate::vault::Vault;
 use crate::wal::fetch::{Fetched, Reader};
 use crate::wal::push::PushReport;
@@ -22,14 +23,14 @@ use crate::wal::upload::UploadReport;
 use crate::wal::verify::WalReport;
 use crate::wal::{self, Archive};
 
-/// Archives one WAL file, then starts the background uploader (for every
-/// job of the catalog) when the offsite tier has files waiting and none
-/// runs.
+/// Archives one WAL file (its steps reported to `progress`), then starts
+/// the background uploader (for every job of the catalog) when the offsite
+/// tier has files waiting and none runs.
 ///
 /// # Errors
 /// As [`wal::push::push`].
-pub fn push(vault: &Vault, job: &str, path: &Path) -> Result<PushReport> {
-    let report = wal::push::push(vault, job, path)?;
+pub fn push(vault: &Vault, job: &str, path: &Path, progress: &dyn Progress) -> Result<PushReport> {
+    let report = wal::push::push(vault, job, path, progress)?;
     if report.offsite_pending > 0 && vault.settings.wal.background_upload() {
         // Only a probe: the uploader takes the lock itself, and a second
         // uploader started in a race simply finds it taken and exits.

@@ -15,12 +15,23 @@
 //!    different is a loud failure.
 //!
 //! Crash safety: the object is written by the local tier's put-if-absent
-//! (temporary file, fsync, link, directory fsync), so a kill at any point
-//! leaves no object or the whole one; the catalog row is written after,
-//! and a push that finds the object without a row adds the row. A push
-//! that finds the object already there fsyncs it and its directories
+//! (temporary file in the tier's `tmp/`, fsync, link, directory fsync), so
+//! a kill at any point leaves no object or the whole one (and at worst a
+//! stray file in `tmp/`, never in `wal/`); the catalog row is written
+//! after, and a push that finds the object without a row adds the row. A
+//! push that finds the object already there fsyncs it and its directories
 //! before exiting 0: the push that wrote it may have been killed between
-//! its link and its directory fsync.
+//! its link and its directory fsync. The cluster marker is written the
+//! same way, before the catalog row that names the job's cluster; a push
+//! that finds its marker without that row adds the row.
+//!
+//! Progress: each step is reported as an [`Event::Step`] once it is done
+//! (what it wrote durable, as far as a kill goes): `wal push: cluster
+//! marker written NAME` (the job's first segment only), `wal push: checked
+//! NAME`, then `wal push: sealed NAME` and `wal push: object written
+//! NAME` (or `object found` when it was there), `wal push: recorded NAME`
+//! (the catalog row). The crash test (tests/wal_crash.rs) kills a push
+//! right after each of them.
 
 use std::io::Read;
 use std::path::Path;
@@ -31,6 +42,7 @@ use vault_format::wal::{SegmentHeader, WalFile};
 use super::Archive;
 use crate::catalog::{WalRecord, WalSystem};
 use crate::error::{Error, Result};
+use crate::progress::{Event, Progress};
 use crate::tier::{Put, Tier};
 use crate::util::now_rfc3339_micros;
 use crate::vault::Vault;
@@ -57,13 +69,14 @@ pub struct PushReport {
     pub offsite_pending: usize,
 }
 
-/// Archives the WAL file at `path` into `job`.
+/// Archives the WAL file at `path` into `job`, reporting its steps to
+/// `progress`.
 ///
 /// # Errors
 /// [`Error::Wal`] for a file that is not a WAL file, not what its name
 /// says, from another cluster, or archived before with other content;
 /// tier and catalog errors otherwise. Nothing is recorded on error.
-pub fn push(vault: &Vault, job: &str, path: &Path) -> Result<PushReport> {
+pub fn push(vault: &Vault, job: &str, path: &Path, progress: &dyn Progress) -> Result<PushReport> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -88,9 +101,11 @@ pub fn push(vault: &Vault, job: &str, path: &Path) -> Result<PushReport> {
             path.display()
         ))
     })?;
+    let step = |what: &str| progress.event(&Event::Step(format!("wal push: {what} {name}")));
     if let Some(header) = header {
-        check_system(vault, &catalog, &archive, &header, name)?;
+        check_system(vault, &catalog, &archive, &header, name, &step)?;
     }
+    step("checked");
     let hash = archive.key().content_hash(&content);
     let object_key = archive.object(name);
     let local = vault.local.clone();
@@ -101,16 +116,19 @@ pub fn push(vault: &Vault, job: &str, path: &Path) -> Result<PushReport> {
             // killed before its fsyncs, and PostgreSQL recycles the
             // segment on exit 0.
             local.make_durable(&object_key)?;
+            step("object found");
             (false, size)
         }
         None => {
             let sealed = seal_object(&key.recipients, archive.key(), &content, ZSTD_LEVEL)?;
+            step("sealed");
             let put = local.put_bytes(&object_key, &sealed)?;
             if put == Put::AlreadyExisted {
                 // A concurrent push of the same name won the race (the
                 // tier made its object durable before answering).
                 same_content(&*local, &archive, &object_key, &hash)?;
             }
+            step("object written");
             (put == Put::Created, sealed.len() as u64)
         }
     };
@@ -125,6 +143,7 @@ pub fn push(vault: &Vault, job: &str, path: &Path) -> Result<PushReport> {
         pushed: now_rfc3339_micros(),
         batch: None,
     })?;
+    step("recorded");
     let offsite_pending = if vault.s3.is_some() {
         catalog.wal_pending_count(Some(job))?
     } else {
@@ -167,13 +186,14 @@ fn same_content(local: &dyn Tier, archive: &Archive, key: &str, hash: &[u8; 32])
 
 /// Refuses a segment of another cluster than the job's; the first segment
 /// decides the job's cluster (marker object in the local tier, row in the
-/// catalog).
+/// catalog). `step` is told when this push wrote the marker.
 fn check_system(
     vault: &Vault,
     catalog: &crate::catalog::Catalog,
     archive: &Archive,
     header: &SegmentHeader,
     name: &str,
+    step: &dyn Fn(&str),
 ) -> Result<()> {
     let sys = header.system_identifier;
     let refuse = |other: String| {
@@ -209,6 +229,7 @@ fn check_system(
                 "another cluster (its marker is in the vault)".into(),
             ));
         }
+        step("cluster marker written");
     }
     catalog.set_wal_system(
         &archive.job,
