@@ -106,6 +106,11 @@ impl WalKey {
         *blake3::keyed_hash(&self.0, data).as_bytes()
     }
 
+    /// [`WalKey::content_hash`] for a file fed in pieces.
+    pub fn content_hasher(&self) -> blake3::Hasher {
+        blake3::Hasher::new_keyed(&self.0)
+    }
+
     /// The archive directory name of a job: 16 hex characters of a keyed
     /// hash, so job names stay inside the encryption.
     pub fn job_tag(&self, job: &str) -> String {

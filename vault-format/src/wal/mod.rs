@@ -210,15 +210,20 @@ impl WalFile {
     /// # Errors
     /// As [`SegmentHeader::parse`] and [`SegmentHeader::check`].
     pub fn check_content(&self, content: &[u8]) -> Result<Option<SegmentHeader>> {
+        self.check_start(content, content.len() as u64)
+    }
+
+    /// [`WalFile::check_content`] from the file's first bytes (at least its
+    /// first page header) and its length, for a file read in pieces.
+    ///
+    /// # Errors
+    /// As [`SegmentHeader::parse`] and [`SegmentHeader::check`].
+    pub fn check_start(&self, start: &[u8], len: u64) -> Result<Option<SegmentHeader>> {
         let Some(seg) = self.segment() else {
             return Ok(None);
         };
-        let h = SegmentHeader::parse(content)?;
-        h.check(
-            &seg,
-            content.len() as u64,
-            matches!(self, WalFile::Partial(_)),
-        )?;
+        let h = SegmentHeader::parse(start)?;
+        h.check(&seg, len, matches!(self, WalFile::Partial(_)))?;
         Ok(Some(h))
     }
 }

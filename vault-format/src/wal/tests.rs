@@ -93,6 +93,30 @@ fn objects_open_only_with_the_identity_and_keep_their_hash() {
 }
 
 #[test]
+fn a_file_sealed_in_pieces_opens_whole_and_its_length_is_held_to() {
+    let id = Identity::generate();
+    let key = DedupKey::generate().wal_key();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut s = ObjectSealer::new(&key, 1, data.len() as u64).unwrap();
+    for piece in data.chunks(65_537) {
+        s.update(piece).unwrap();
+    }
+    let (obj, hash) = s.finish(&id.to_recipients()).unwrap();
+    assert_eq!(hash, key.content_hash(&data));
+    assert_eq!(object_hash(&obj).unwrap(), hash);
+    assert_eq!(open_object(&id, &key, &obj).unwrap(), data);
+    // A file that grew or shrank while it was read is not sealed.
+    for len in [data.len() as u64 - 1, data.len() as u64 + 1] {
+        let mut s = ObjectSealer::new(&key, 1, len).unwrap();
+        let fed = s.update(&data);
+        assert!(
+            fed.is_err() || s.finish(&id.to_recipients()).is_err(),
+            "{len}"
+        );
+    }
+}
+
+#[test]
 fn batch_headers_round_trip_and_reject_damage() {
     let entries = vec![
         ("000000010000000000000003".to_string(), 100),
