@@ -680,14 +680,38 @@ fn wal_reaches_s3_in_batches_and_is_fetched_from_s3_alone() {
         s3.env(),
     );
     v.append_settings("\n[wal]\nbatch-files = 2\nbackground-upload = false\n");
-    for s in &segs {
+    let (last, uploaded) = segs.split_last().unwrap();
+    for s in uploaded {
         v.ok(&["wal", "push", "--job", "db", s.to_str().unwrap()]);
     }
     let before = v.json(&["wal", "verify", "--job", "db"]);
-    assert_eq!(before[0]["offsite_pending"], segs.len(), "{before}");
+    assert_eq!(before[0]["offsite_pending"], uploaded.len(), "{before}");
     v.ok(&["sync"]);
     let after = v.json(&["wal", "verify", "--job", "db"]);
     assert_eq!(after[0]["offsite_pending"], 0, "{after}");
+
+    // A rebuilt catalog knows the WAL again, from the local objects and the
+    // S3 batches: what is uploaded and what still waits (the last file).
+    v.ok(&["wal", "push", "--job", "db", last.to_str().unwrap()]);
+    // No snapshot names job `db`: its archive is found but not recreated,
+    // and the rebuild says so (status 4, as for anything it could not read).
+    let o = v.fails(&["index", "rebuild"], 4);
+    assert!(text(&o).contains("[[jobs]]"), "{}", text(&o));
+    assert_eq!(v.json(&["wal", "verify", "--job", "db"])[0]["files"], 0);
+    v.append_settings("\n[[jobs]]\nname = \"db\"\n");
+    let rebuilt = v.json(&["index", "rebuild"]);
+    assert_eq!(rebuilt["wal_files"], segs.len(), "{rebuilt}");
+    let r = v.json(&["wal", "verify", "--job", "db"]);
+    assert_eq!(r[0]["files"], segs.len(), "{r}");
+    assert_eq!(r[0]["offsite_pending"], 1, "{r}");
+    assert_eq!(
+        r[0]["timelines"][0]["gaps"].as_array().unwrap().len(),
+        0,
+        "{r}"
+    );
+    v.ok(&["sync"]);
+    let r = v.json(&["wal", "verify", "--job", "db"]);
+    assert_eq!(r[0]["offsite_pending"], 0, "{r}");
 
     // The local tier loses its WAL: fetch reads the S3 batch, and spools the
     // batch's other file for the next fetch.

@@ -35,8 +35,8 @@ pub fn run(ctx: &Ctx, c: IndexCommand) -> Result<i32> {
 impl Render for RebuildReport {
     fn text(&self, v: Verbosity) {
         let summary = format!(
-            "coffer: rebuilt the catalog from tier {}: {} packs, {} chunks, {} snapshots",
-            self.tier, self.packs, self.chunks, self.snapshots
+            "coffer: rebuilt the catalog from tier {}: {} packs, {} chunks, {} snapshots, {} WAL files",
+            self.tier, self.packs, self.chunks, self.snapshots, self.wal_files
         );
         print_problems(v, &self.problems, &summary);
     }

@@ -1,5 +1,8 @@
 //! `coffer index rebuild`: recreate the catalog from a tier with the identity.
 //!
+//! The WAL archive's rows are recreated from every tier that answers
+//! ([`crate::wal::rebuild`]).
+//!
 //! The new catalog is built beside the old one under a temporary name and
 //! renamed over it only when complete, so an interrupted rebuild leaves the
 //! old catalog in place.
@@ -25,6 +28,8 @@ pub struct RebuildReport {
     pub chunks: u64,
     /// Snapshots found.
     pub snapshots: u64,
+    /// WAL files recorded (from every tier that answered).
+    pub wal_files: u64,
     /// Objects that could not be read, with why.
     pub problems: Vec<String>,
 }
@@ -48,7 +53,7 @@ pub fn rebuild(
             vault.config.vault_id
         )));
     }
-    config.open_dedup_key(identity).map_err(|_| {
+    let dedup_key = config.open_dedup_key(identity).map_err(|_| {
         Error::Key(format!(
             "the identity does not open vault {}",
             config.vault_id
@@ -67,10 +72,17 @@ pub fn rebuild(
         packs: 0,
         chunks: 0,
         snapshots: 0,
+        wal_files: 0,
         problems: Vec::new(),
     };
     index_packs(&mut cat, tier, identity, &mut rep)?;
     load_manifests(&mut cat, tier, identity, &config, &mut rep)?;
+    let mut jobs: std::collections::BTreeSet<String> =
+        cat.snapshots(None)?.into_iter().map(|s| s.job).collect();
+    jobs.extend(vault.settings.jobs.iter().map(|j| j.name.clone()));
+    let wal = crate::wal::rebuild::rebuild(&mut cat, vault, &dedup_key.wal_key(), &jobs)?;
+    rep.wal_files = wal.files;
+    rep.problems.extend(wal.problems);
     drop(cat);
     for ext in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", final_path.display()));

@@ -21,6 +21,7 @@
 
 pub mod fetch;
 pub mod push;
+pub mod rebuild;
 pub mod retain;
 pub mod upload;
 pub mod verify;

@@ -10,7 +10,7 @@ use vault_format::wal::{SegmentName, WalFile};
 
 use std::io::{Read, Seek, SeekFrom};
 
-use vault_format::wal::object::parse_batch_header;
+use vault_format::wal::object::{parse_batch_header, BatchEntry};
 
 use super::Archive;
 use crate::catalog::{Catalog, WalRecord};
@@ -140,6 +140,17 @@ pub fn archived_names(
 
 /// The file names in a batch, from its header (read in ranges).
 fn batch_names(s3: &dyn Tier, key: &str) -> Result<Vec<String>> {
+    Ok(batch_entries(s3, key)?
+        .into_iter()
+        .map(|e| e.name)
+        .collect())
+}
+
+/// A batch's entries, from its header (read in ranges).
+///
+/// # Errors
+/// Tier errors, and a damaged header.
+pub(crate) fn batch_entries(s3: &dyn Tier, key: &str) -> Result<Vec<BatchEntry>> {
     let mut r = s3.open(key)?;
     let mut head = Vec::new();
     let mut want = 4096u64;
@@ -149,7 +160,7 @@ fn batch_names(s3: &dyn Tier, key: &str) -> Result<Vec<String>> {
             .and_then(|_| r.by_ref().take(want).read_to_end(&mut head))
             .map_err(|e| Error::Wal(format!("reading batch {key} in tier {}: {e}", s3.name())))?;
         match parse_batch_header(&head) {
-            Ok(Some(entries)) => return Ok(entries.into_iter().map(|e| e.name).collect()),
+            Ok(Some(entries)) => return Ok(entries),
             Ok(None) if (head.len() as u64) == want => want *= 4,
             _ => {
                 return Err(Error::Wal(format!(
