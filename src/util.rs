@@ -12,10 +12,20 @@ pub fn now_rfc3339_micros() -> String {
     humantime::format_rfc3339_micros(SystemTime::now()).to_string()
 }
 
-/// The variable tests set to back-date new snapshots (RFC 3339): retention
-/// is about snapshot ages, and tests must not wait days. It changes nothing
-/// else: locks, marks and runs keep the real clock.
+/// The variable tests set to move the clock (RFC 3339): new snapshots are
+/// dated with it, and schedules (`coffer run`) and health are judged at it
+/// ([`clock`]): retention and alerting are about ages, and tests must not
+/// wait days. It changes nothing else: locks, marks and runs keep the real
+/// clock.
 pub const TEST_NOW: &str = "COFFER_TEST_NOW";
+
+/// Now, as schedules and health see it: [`TEST_NOW`] when set.
+pub fn clock() -> SystemTime {
+    std::env::var(TEST_NOW)
+        .ok()
+        .and_then(|s| parse_time(&s))
+        .unwrap_or_else(SystemTime::now)
+}
 
 /// The creation time of a snapshot made now: RFC 3339 UTC with
 /// microseconds ([`TEST_NOW`] when set).

@@ -34,7 +34,7 @@ use thiserror::Error;
 pub use chunks::{BlobLocation, ChunkLocation, ChunkRef};
 pub use deletions::PendingDeletion;
 pub use packs::{CopyState, Holding, Placement};
-pub use runs::{Outcome, RunKind, RunSummary};
+pub use runs::{Outcome, RunKind, RunRecord, RunSummary};
 pub use snapshots::SnapshotRecord;
 pub use wal::{WalRecord, WalSystem};
 

@@ -189,6 +189,75 @@ impl Catalog {
     }
 }
 
+/// One row of the runs table (`coffer runs`, health, metrics).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRecord {
+    /// Its id.
+    pub id: i64,
+    /// `backup`, `restore`, `verify`, … ([`RunKind::as_str`]).
+    pub kind: String,
+    /// The job, when it had one.
+    pub job: Option<String>,
+    /// When it started (RFC 3339).
+    pub started: String,
+    /// When it ended; `None` while running (or when the process died).
+    pub finished: Option<String>,
+    /// `running`, `ok`, `partial` or `failed`.
+    pub outcome: String,
+    /// Bytes read or written.
+    pub bytes: u64,
+    /// Why it failed, or its first problem.
+    pub error: Option<String>,
+    /// The snapshot it made or read.
+    pub snapshot: Option<String>,
+}
+
+impl Catalog {
+    /// The newest `limit` runs (of `job`, when given), newest first.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn runs(&self, job: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, CatalogError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id, kind, job, started, finished, outcome, coalesce(bytes, 0), error, snapshot_id
+                   FROM runs WHERE ?1 IS NULL OR job = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .and_then(|mut st| {
+                st.query_map(params![job, limit as i64], |r| {
+                    Ok(RunRecord {
+                        id: r.get(0)?,
+                        kind: r.get(1)?,
+                        job: r.get(2)?,
+                        started: r.get(3)?,
+                        finished: r.get(4)?,
+                        outcome: r.get(5)?,
+                        bytes: r.get::<_, i64>(6)? as u64,
+                        error: r.get(7)?,
+                        snapshot: r.get(8)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// When the newest backup of `job` that committed a snapshot (outcome
+    /// ok or partial) started.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn last_backup(&self, job: &str) -> Result<Option<String>, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT max(started) FROM runs WHERE kind = 'backup' AND job = ?1 AND outcome IN ('ok', 'partial')",
+                params![job],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,11 @@ pub struct BackupArgs {
     /// looks like a finished one.
     #[arg(long, requires = "command")]
     pub exec: bool,
+    /// With a directory: leave out entries matching PATTERN (repeatable;
+    /// `node_modules` matches that name at any depth, `app/cache/*` a path
+    /// from the directory; glob syntax).
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub exclude: Vec<String>,
     /// The command for --exec.
     #[arg(last = true, value_name = "CMD", requires = "exec")]
     pub command: Vec<String>,
@@ -100,6 +105,18 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
     }
     let mut source: Box<dyn coffer::source::Source> = match a.path.as_deref() {
         _ if a.exec => Box::new(coffer::source::CommandSource::start(&a.command)?),
+        Some(path) if !a.exclude.is_empty() => {
+            if !Path::new(path).is_dir() {
+                return Err(coffer::Error::Config(format!(
+                    "--exclude applies to a directory, and {path} is not one"
+                ))
+                .into());
+            }
+            Box::new(coffer::source::TarSource::start_excluding(
+                Path::new(path),
+                coffer::source::tar::Excludes::new(&a.exclude)?,
+            )?)
+        }
         Some(path) => coffer::source::open(path)?,
         None => {
             return Err(coffer::Error::Config(

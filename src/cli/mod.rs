@@ -12,6 +12,7 @@ mod output;
 mod pitr;
 mod prune;
 mod restore;
+mod run;
 mod snapshots;
 mod sync;
 mod verify;
@@ -71,6 +72,12 @@ pub enum Command {
     /// Back up a file, stdin (-), a directory (stored as a tar stream) or
     /// a command's output (--exec -- CMD ARGS…).
     Backup(backup::BackupArgs),
+    /// Run the jobs of the settings once: the named ones, or every one that
+    /// is due (for cron and systemd timers; docs/operations.md).
+    Run(run::RunArgs),
+    /// List the catalog's runs (backups, restores, verifies, …), newest
+    /// first, with size, duration, outcome and error.
+    Runs(run::RunsArgs),
     /// List snapshots.
     Snapshots(snapshots::SnapshotsArgs),
     /// Restore a snapshot to a file, stdout, or a directory tree.
@@ -142,6 +149,8 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Init(a) => init::run(&ctx, a),
         Command::Backup(a) => backup::run(&ctx, a),
+        Command::Run(a) => run::run(&ctx, a),
+        Command::Runs(a) => run::runs(&ctx, a),
         Command::Snapshots(a) => snapshots::run(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Verify(a) => verify::run(&ctx, a),

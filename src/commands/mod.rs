@@ -12,6 +12,7 @@ pub mod pitr;
 pub mod prune;
 pub mod rebuild;
 pub mod restore;
+pub mod run;
 pub mod snapshots;
 pub mod sync;
 pub mod verify;

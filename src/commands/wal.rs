@@ -201,7 +201,7 @@ fn upload_lock(vault: &Vault) -> PathBuf {
 }
 
 /// An advisory lock held while the returned file is open.
-fn try_lock(path: &Path) -> Option<File> {
+pub(crate) fn try_lock(path: &Path) -> Option<File> {
     use rustix::fs::{flock, FlockOperation};
     let f = OpenOptions::new()
         .create(true)

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 /// symlinks are stored as links, not followed.
 pub struct TarSource {
     dir: PathBuf,
+    excluded: Vec<String>,
     reader: io::PipeReader,
     writer: Option<JoinHandle<io::Result<Vec<String>>>>,
 }
@@ -24,6 +25,14 @@ impl TarSource {
     /// # Errors
     /// [`Error::Source`] when `dir` is not a readable directory.
     pub fn start(dir: &Path) -> Result<Self> {
+        Self::start_excluding(dir, Excludes::default())
+    }
+
+    /// Starts archiving `dir` without what `exclude` matches.
+    ///
+    /// # Errors
+    /// [`Error::Source`] when `dir` is not a readable directory.
+    pub fn start_excluding(dir: &Path, exclude: Excludes) -> Result<Self> {
         let src_err = |e: io::Error| Error::Source {
             what: dir.display().to_string(),
             detail: e.to_string(),
@@ -31,6 +40,7 @@ impl TarSource {
         std::fs::read_dir(dir).map_err(src_err)?;
         let (reader, writer) = io::pipe().map_err(src_err)?;
         let root = dir.to_path_buf();
+        let excluded = exclude.given.clone();
         let handle = std::thread::Builder::new()
             .name("tar".into())
             .spawn(move || -> io::Result<Vec<String>> {
@@ -38,7 +48,7 @@ impl TarSource {
                 b.follow_symlinks(false);
                 b.mode(tar::HeaderMode::Complete);
                 let mut skipped = Vec::new();
-                append_sorted(&mut b, &root, Path::new(""), &mut skipped)?;
+                append_sorted(&mut b, &root, Path::new(""), &exclude, &mut skipped)?;
                 let mut w = b.into_inner()?;
                 io::Write::flush(&mut w)?;
                 Ok(skipped)
@@ -46,9 +56,59 @@ impl TarSource {
             .map_err(src_err)?;
         Ok(TarSource {
             dir: dir.to_path_buf(),
+            excluded,
             reader,
             writer: Some(handle),
         })
+    }
+}
+
+/// What a directory's backup leaves out: `node_modules`, `.git`, `*.log`
+/// (a pattern without `/` matches a name at any depth) or `app/cache/*`
+/// (with `/`: the path from the directory; a leading `/` is the same).
+/// An excluded directory is left out with everything in it.
+#[derive(Debug, Clone, Default)]
+pub struct Excludes {
+    names: Vec<glob::Pattern>,
+    paths: Vec<glob::Pattern>,
+    /// As given (recorded in the manifest).
+    given: Vec<String>,
+}
+
+impl Excludes {
+    /// Compiles `patterns` (glob syntax: `*`, `?`, `[…]`, `**`).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a pattern that does not compile.
+    pub fn new(patterns: &[String]) -> Result<Self> {
+        let mut e = Excludes {
+            given: patterns.to_vec(),
+            ..Excludes::default()
+        };
+        for p in patterns {
+            let compiled = glob::Pattern::new(p.trim_start_matches('/')).map_err(|err| {
+                Error::Config(format!("exclude pattern {p:?} does not compile: {err}"))
+            })?;
+            if p.trim_start_matches('/').contains('/') {
+                e.paths.push(compiled);
+            } else {
+                e.names.push(compiled);
+            }
+        }
+        Ok(e)
+    }
+
+    /// Whether the entry at `rel` (from the directory) is left out.
+    pub fn matches(&self, rel: &Path) -> bool {
+        let opts = glob::MatchOptions {
+            require_literal_separator: true,
+            ..glob::MatchOptions::default()
+        };
+        let name_hit = rel
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| self.names.iter().any(|p| p.matches_with(n, opts)));
+        name_hit || self.paths.iter().any(|p| p.matches_path_with(rel, opts))
     }
 }
 
@@ -61,6 +121,7 @@ fn append_sorted<W: io::Write>(
     b: &mut tar::Builder<W>,
     root: &Path,
     rel: &Path,
+    exclude: &Excludes,
     skipped: &mut Vec<String>,
 ) -> io::Result<()> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -69,10 +130,13 @@ fn append_sorted<W: io::Write>(
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let rel_path = rel.join(e.file_name());
+        if exclude.matches(&rel_path) {
+            continue;
+        }
         let ft = e.file_type()?;
         if ft.is_dir() {
             b.append_dir(&rel_path, e.path())?;
-            append_sorted(b, root, &rel_path, skipped)?;
+            append_sorted(b, root, &rel_path, exclude, skipped)?;
         } else if ft.is_socket() {
             skipped.push(rel_path.display().to_string());
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
@@ -137,6 +201,9 @@ impl Source for TarSource {
                 .into(),
         );
         m.insert("format".into(), "tar".into());
+        if !self.excluded.is_empty() {
+            m.insert("exclude".into(), self.excluded.clone().into());
+        }
         Ok(m)
     }
 }

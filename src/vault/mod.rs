@@ -6,6 +6,7 @@
 //! identity. The vault's own `config` object lives in each tier and is
 //! specified in vault-format/SPEC.md.
 
+pub mod jobs;
 pub mod keyfiles;
 pub mod settings;
 

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::jobs::JobSettings;
 use crate::error::{Error, Result};
 
 /// The settings file.
@@ -117,17 +118,6 @@ impl WalSettings {
     }
 }
 
-/// `[[jobs]]`: one job's settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobSettings {
-    /// The job's name (`--job`).
-    pub name: String,
-    /// Its retention policy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention: Option<crate::retention::Policy>,
-}
-
 /// `[prune]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -161,6 +151,21 @@ impl PruneSettings {
 pub const BACKUP_RETENTION: &str = "BACKUP_RETENTION";
 
 impl Settings {
+    /// The jobs `coffer run` knows: `[[jobs]]`, else the one the seed's
+    /// variables describe ([`super::jobs::seed_job`]).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for seed variables that do not parse.
+    pub fn effective_jobs(&self) -> Result<Vec<JobSettings>> {
+        if !self.jobs.is_empty() {
+            return Ok(self.jobs.clone());
+        }
+        Ok(super::jobs::seed_job()
+            .map_err(Error::Config)?
+            .into_iter()
+            .collect())
+    }
+
     /// The retention policy of `job`: its own (`[[jobs]]`), else the
     /// default (`[retention]`), else `BACKUP_RETENTION=N` as `keep-within
     /// Nd`; `None` when there is none.

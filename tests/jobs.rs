@@ -1,0 +1,226 @@
+//! `[[jobs]]` and `coffer run`: jobs run when named or when due (judged at
+//! a clock the test sets with COFFER_TEST_NOW, never by waiting), a
+//! directory job leaves out its excludes, retention runs after each
+//! backup, a failing job fails alone (status 1) and the others still run,
+//! a job is never run twice at once, and `coffer runs` lists it all.
+
+#[path = "support/cli.rs"]
+mod cli_support;
+
+use std::time::{Duration, SystemTime};
+
+use cli_support::*;
+use serde_json::Value;
+
+fn at(offset: Duration) -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now() + offset).to_string()
+}
+
+fn run_at(v: &Vault, clock: &str, args: &[&str]) -> (i32, Value) {
+    let mut a = vec!["--json", "run"];
+    a.extend_from_slice(args);
+    let o = v
+        .cmd()
+        .args(&a)
+        .env("COFFER_TEST_NOW", clock)
+        .output()
+        .unwrap();
+    let rep: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|_| panic!("coffer run: {}", String::from_utf8_lossy(&o.stderr)));
+    (o.status.code().unwrap_or(-1), rep)
+}
+
+fn job<'a>(rep: &'a Value, name: &str) -> &'a Value {
+    rep["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == name)
+        .unwrap_or_else(|| panic!("no job {name} in {rep}"))
+}
+
+fn append(v: &Vault, toml: &str) {
+    let mut s = std::fs::read_to_string(&v.config).unwrap();
+    s.push_str(toml);
+    std::fs::write(&v.config, s).unwrap();
+}
+
+#[test]
+fn due_jobs_run_once_per_interval_with_excludes_retention_and_failures_isolated() {
+    let v = Vault::new();
+    let app = v.work.join("app");
+    for d in ["src", "node_modules/left-pad", ".git"] {
+        std::fs::create_dir_all(app.join(d)).unwrap();
+    }
+    std::fs::write(app.join("src/main.js"), b"console.log(1)\n").unwrap();
+    std::fs::write(app.join("node_modules/left-pad/index.js"), b"x").unwrap();
+    std::fs::write(app.join(".git/HEAD"), b"ref").unwrap();
+    append(
+        &v,
+        &format!(
+            r#"
+[[jobs]]
+name = "files"
+directory = "{}"
+exclude = ["node_modules", ".git"]
+every = "24h"
+tags = ["nightly"]
+retention = {{ keep-last = 2 }}
+
+[[jobs]]
+name = "broken"
+command = ["sh", "-c", "echo partial; exit 7"]
+every = "24h"
+
+[[jobs]]
+name = "manual"
+file = "{}"
+"#,
+            app.display(),
+            app.join("src/main.js").display()
+        ),
+    );
+
+    // Never run: every scheduled job is due; the failing one fails alone.
+    let now = at(Duration::ZERO);
+    let (code, rep) = run_at(&v, &now, &[]);
+    assert_eq!(code, 1, "{rep}");
+    assert_eq!(job(&rep, "files")["outcome"], "ok", "{rep}");
+    assert_eq!(job(&rep, "broken")["outcome"], "failed", "{rep}");
+    assert!(job(&rep, "broken")["error"]
+        .as_str()
+        .unwrap()
+        .contains("exited with status 7"));
+    // No schedule: only when named.
+    assert_eq!(job(&rep, "manual")["ran"], false, "{rep}");
+    let first = job(&rep, "files")["snapshot"].as_str().unwrap().to_string();
+
+    // The excludes are left out of the tree.
+    let out = v.work.join("restored");
+    v.ok(&["restore", &first, "--to", out.to_str().unwrap()]);
+    assert!(out.join("src/main.js").exists());
+    assert!(!out.join("node_modules").exists() && !out.join(".git").exists());
+
+    // An hour later nothing is due but the failed job (its last success is
+    // still missing, so it is retried).
+    let (_, rep) = run_at(&v, &at(Duration::from_secs(3600)), &[]);
+    assert_eq!(job(&rep, "files")["reason"], "not due", "{rep}");
+    assert_eq!(job(&rep, "files")["ran"], false);
+    assert_eq!(job(&rep, "broken")["ran"], true);
+
+    // A day later it is due again; a day after that too, and retention
+    // (keep-last 2) forgets the first snapshot.
+    let (_, rep) = run_at(&v, &at(Duration::from_secs(25 * 3600)), &["files"]);
+    assert_eq!(job(&rep, "files")["reason"], "named");
+    // Named runs do not wait for the schedule either.
+    let (code, rep) = run_at(&v, &at(Duration::from_secs(26 * 3600)), &["files"]);
+    assert_eq!(code, 0, "{rep}");
+    assert_eq!(job(&rep, "files")["forgotten"], 1, "{rep}");
+    let snaps = v.snapshots();
+    let files: Vec<&Value> = snaps.iter().filter(|s| s["job"] == "files").collect();
+    assert_eq!(files.len(), 2, "{snaps:?}");
+    assert!(files.iter().all(|s| s["id"] != first.as_str()));
+
+    // A job another process is running is skipped, not run twice.
+    let lock = std::fs::File::create(format!(
+        "{}.job-files.lock",
+        v.dir.join("catalog.sqlite").display()
+    ))
+    .unwrap();
+    lock.try_lock().unwrap();
+    let (_, rep) = run_at(
+        &v,
+        &at(Duration::from_secs(90 * 3600)),
+        &["files", "manual"],
+    );
+    assert_eq!(job(&rep, "files")["reason"], "running elsewhere", "{rep}");
+    assert_eq!(job(&rep, "manual")["outcome"], "ok", "{rep}");
+    drop(lock);
+
+    // Unknown job: status 2, naming the ones there are.
+    let o = v.fails(&["run", "nightly"], 2);
+    assert!(
+        stderr(&o).contains("files, broken, manual"),
+        "{}",
+        stderr(&o)
+    );
+
+    // `coffer runs` lists them, newest first, failures with their error.
+    let o = v.ok(&["--json", "runs", "--job", "broken"]);
+    let runs: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs
+        .iter()
+        .all(|r| r["outcome"] == "failed" && r["kind"] == "backup"));
+    assert!(runs[0]["id"].as_i64() > runs[1]["id"].as_i64());
+    let o = v.ok(&["runs"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("forget") && text.contains("exited with status 7"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_wrong_job_is_refused_with_its_line() {
+    let v = Vault::new();
+    append(
+        &v,
+        "\n[[jobs]]\nname = \"x\"\nfile = \"/a\"\ndirectory = \"/b\"\n",
+    );
+    let o = v.fails(&["run"], 2);
+    let err = stderr(&o);
+    assert!(err.contains("line") && err.contains("one of"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn backup_of_a_directory_leaves_out_its_excludes() {
+    let v = Vault::new();
+    let app = v.work.join("app");
+    for d in ["a/node_modules/x", "a/cache", "b"] {
+        std::fs::create_dir_all(app.join(d)).unwrap();
+    }
+    for f in [
+        "a/node_modules/x/i.js",
+        "a/cache/c.bin",
+        "a/keep.txt",
+        "b/debug.log",
+        "b/keep.txt",
+    ] {
+        std::fs::write(app.join(f), f.as_bytes()).unwrap();
+    }
+    let dir = app.to_str().unwrap();
+    let o = v.ok(&[
+        "backup",
+        dir,
+        "--exclude",
+        "node_modules",
+        "--exclude",
+        "a/cache",
+        "--exclude",
+        "*.log",
+    ]);
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let out = v.work.join("out");
+    v.ok(&["restore", &id, "--to", out.to_str().unwrap()]);
+    assert!(out.join("a/keep.txt").exists() && out.join("b/keep.txt").exists());
+    for gone in ["a/node_modules", "a/cache", "b/debug.log"] {
+        assert!(!out.join(gone).exists(), "{gone} was backed up");
+    }
+    let o = v.fails(
+        &[
+            "backup",
+            app.join("a/keep.txt").to_str().unwrap(),
+            "--exclude",
+            "x",
+        ],
+        2,
+    );
+    assert!(
+        stderr(&o).contains("applies to a directory"),
+        "{}",
+        stderr(&o)
+    );
+}
