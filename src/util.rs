@@ -12,12 +12,18 @@ pub fn now_rfc3339_micros() -> String {
     humantime::format_rfc3339_micros(SystemTime::now()).to_string()
 }
 
-/// The variable tests set to move the clock (RFC 3339): new snapshots are
-/// dated with it, and schedules (`coffer run`) and health are judged at it
-/// ([`clock`]): retention and alerting are about ages, and tests must not
-/// wait days. It changes nothing else: locks, marks and runs keep the real
-/// clock.
+/// The variable tests set to move the clock (RFC 3339): new snapshots and
+/// pack copies' write and verification times are dated with it, and
+/// schedules (`coffer run`) and health are judged at it ([`clock`]):
+/// retention and alerting are about ages, and tests must not wait days. It
+/// changes nothing else: locks, marks and runs keep the real clock.
 pub const TEST_NOW: &str = "COFFER_TEST_NOW";
+
+/// [`clock`] as RFC 3339 UTC with seconds: when pack copies were written
+/// and verified, which health judges against the same clock.
+pub fn clock_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(clock()).to_string()
+}
 
 /// Now, as schedules and health see it: [`TEST_NOW`] when set.
 pub fn clock() -> SystemTime {

@@ -224,3 +224,115 @@ fn backup_of_a_directory_leaves_out_its_excludes() {
         stderr(&o)
     );
 }
+
+fn health_at(v: &Vault, clock: &str) -> (i32, Value, String) {
+    let o = v
+        .cmd()
+        .args(["--json", "health"])
+        .env("COFFER_TEST_NOW", clock)
+        .output()
+        .unwrap();
+    let rep: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let text = v
+        .cmd()
+        .arg("health")
+        .env("COFFER_TEST_NOW", clock)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        rep,
+        String::from_utf8_lossy(&text.stdout).into_owned(),
+    )
+}
+
+fn checks(rep: &Value) -> Vec<(String, String)> {
+    rep["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["severity"].as_str().unwrap().to_string(),
+                p["check"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn health_goes_from_ok_to_critical_as_the_clock_moves_and_names_each_problem() {
+    let v = Vault::new();
+    let data = v.work.join("data.txt");
+    std::fs::write(&data, b"state\n").unwrap();
+    append(
+        &v,
+        &format!(
+            "\n[[jobs]]\nname = \"nightly\"\nfile = \"{}\"\nevery = \"24h\"\n",
+            data.display()
+        ),
+    );
+    // Never backed up: critical.
+    let (code, rep, _) = health_at(&v, &at(Duration::ZERO));
+    assert_eq!(code, 2, "{rep}");
+    assert_eq!(checks(&rep), [("critical".into(), "job-age".into())]);
+
+    v.ok(&["run"]);
+    let (code, rep, text) = health_at(&v, &at(Duration::from_secs(3600)));
+    assert_eq!(code, 0, "{rep}");
+    assert!(text.starts_with("COFFER OK"), "{text}");
+    // 24h period + 1h grace: fine at 24.5h, critical at 26h.
+    let (code, _, _) = health_at(&v, &at(Duration::from_secs(24 * 3600 + 1800)));
+    assert_eq!(code, 0);
+    let (code, rep, text) = health_at(&v, &at(Duration::from_secs(26 * 3600)));
+    assert_eq!(code, 2, "{rep}");
+    assert_eq!(checks(&rep), [("critical".into(), "job-age".into())]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("COFFER CRITICAL - 1 critical, 0 warning"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("CRITICAL: job nightly: newest snapshot is 1day 2h"),
+        "{text}"
+    );
+
+    // An ad hoc backup that failed, and limits that make warnings.
+    v.fails(&["backup", "--job", "adhoc", "--exec", "--", "false"], 1);
+    append(
+        &v,
+        "\n[health]\nfree-space-warning = 100\nverify-max-age = \"10m\"\n",
+    );
+    let (code, rep, _) = health_at(&v, &at(Duration::from_secs(3600)));
+    assert_eq!(code, 2, "{rep}");
+    let mut got = checks(&rep);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("critical".to_string(), "backup-failed".to_string()),
+            ("warning".to_string(), "free-space".to_string()),
+            ("warning".to_string(), "verify-coverage".to_string()),
+        ],
+        "{rep}"
+    );
+    // Verifying covers the packs again.
+    let o = v
+        .cmd()
+        .arg("verify")
+        .env("COFFER_TEST_NOW", at(Duration::from_secs(3600)))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_, rep, _) = health_at(&v, &at(Duration::from_secs(3600)));
+    assert!(
+        !checks(&rep).iter().any(|(_, c)| c == "verify-coverage"),
+        "{rep}"
+    );
+
+    // Settings health cannot read: UNKNOWN (3).
+    append(&v, "\n[health]\n");
+    let (code, rep, _) = health_at(&v, &at(Duration::ZERO));
+    assert_eq!(code, 3, "{rep}");
+    assert_eq!(rep["status"], "unknown");
+}

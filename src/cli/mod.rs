@@ -6,6 +6,7 @@
 
 mod backup;
 mod forget;
+mod health;
 mod index;
 mod init;
 mod output;
@@ -78,6 +79,10 @@ pub enum Command {
     /// List the catalog's runs (backups, restores, verifies, …), newest
     /// first, with size, duration, outcome and error.
     Runs(run::RunsArgs),
+    /// Is everything as it should be? Monitoring-plugin statuses: 0 OK,
+    /// 1 WARNING, 2 CRITICAL, 3 UNKNOWN; one problem a line
+    /// (docs/operations.md).
+    Health,
     /// List snapshots.
     Snapshots(snapshots::SnapshotsArgs),
     /// Restore a snapshot to a file, stdout, or a directory tree.
@@ -151,6 +156,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Backup(a) => backup::run(&ctx, a),
         Command::Run(a) => run::run(&ctx, a),
         Command::Runs(a) => run::runs(&ctx, a),
+        Command::Health => health::run(&ctx),
         Command::Snapshots(a) => snapshots::run(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Verify(a) => verify::run(&ctx, a),

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod drill;
 pub mod forget;
+pub mod health;
 pub mod init;
 pub mod pg_backup;
 pub mod pg_restore;

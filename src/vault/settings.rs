@@ -60,6 +60,9 @@ pub struct Settings {
     /// `[wal]`: WAL archiving.
     #[serde(default, skip_serializing_if = "WalSettings::is_default")]
     pub wal: WalSettings,
+    /// `[health]`: what `coffer health` tolerates.
+    #[serde(default, skip_serializing_if = "HealthSettings::is_default")]
+    pub health: HealthSettings,
 }
 
 /// `[wal]`: how WAL files travel to the offsite tier and back.
@@ -115,6 +118,57 @@ impl WalSettings {
     /// Files to prefetch.
     pub fn prefetch(&self) -> usize {
         self.prefetch.unwrap_or(4).min(64)
+    }
+}
+
+/// `[health]`: the limits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct HealthSettings {
+    /// How late a scheduled job's snapshot may be [default: 1h].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<String>,
+    /// How long a snapshot may wait for an offsite tier [default: 2h].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsite_lag: Option<String>,
+    /// How long a pack copy may go unverified [default: 30d].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_max_age: Option<String>,
+    /// How long a WAL file may wait for the offsite tier [default: 15m].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_lag: Option<String>,
+    /// Free space on the local tier below which it warns, in percent
+    /// [default: 10].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_space_warning: Option<f64>,
+    /// … and below which it is critical [default: 5].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_space_critical: Option<f64>,
+}
+
+impl HealthSettings {
+    /// Whether nothing is set (not written back).
+    pub fn is_default(&self) -> bool {
+        *self == HealthSettings::default()
+    }
+
+    /// A duration setting, or its default.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for one humantime cannot read.
+    pub fn duration(
+        v: &Option<String>,
+        key: &str,
+        default: std::time::Duration,
+    ) -> Result<std::time::Duration> {
+        match v {
+            None => Ok(default),
+            Some(s) => humantime::parse_duration(s).map_err(|e| {
+                Error::Config(format!(
+                    "[health] {key} = {s:?} is not a duration ({e}); write e.g. \"1h\" or \"30d\""
+                ))
+            }),
+        }
     }
 }
 
