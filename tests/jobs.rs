@@ -336,3 +336,93 @@ fn health_goes_from_ok_to_critical_as_the_clock_moves_and_names_each_problem() {
     assert_eq!(code, 3, "{rep}");
     assert_eq!(rep["status"], "unknown");
 }
+
+#[test]
+fn metrics_pass_promtool_and_say_what_ran() {
+    let v = Vault::new();
+    let data = v.work.join("data.txt");
+    std::fs::write(&data, vec![7u8; 100_000]).unwrap();
+    append(
+        &v,
+        &format!(
+            "\n[[jobs]]\nname = \"files\"\nfile = \"{}\"\nevery = \"1h\"\n",
+            data.display()
+        ),
+    );
+    v.ok(&["run"]);
+    v.fails(&["backup", "--job", "adhoc", "--exec", "--", "false"], 1);
+    let text = String::from_utf8(v.ok(&["metrics"]).stdout).unwrap();
+
+    // promtool (Debian's prometheus package; scripts/test installs it).
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is needed: apt-get install prometheus (scripts/test installs it)");
+    std::io::Write::write_all(&mut check.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let o = check.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let sample = |name: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    assert_eq!(
+        sample("coffer_last_backup_success{job=\"files\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample("coffer_last_backup_success{job=\"adhoc\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample("coffer_last_backup_bytes{job=\"files\"}"),
+        Some(100_000.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample("coffer_snapshots{job=\"files\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample("coffer_snapshots{job=\"adhoc\"}").is_none(),
+        "{text}"
+    );
+    let t = sample("coffer_last_success_timestamp_seconds{job=\"files\"}").unwrap();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - t).abs() < 600.0, "{t} vs {now}");
+    assert_eq!(
+        sample("coffer_pack_copies{tier=\"local\",state=\"corrupt\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    // The failed ad hoc backup makes health CRITICAL.
+    assert_eq!(sample("coffer_health_status"), Some(2.0), "{text}");
+
+    // --textfile: the same text, written whole, nothing left beside it.
+    let dir = v.work.join("textfile");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("coffer.prom");
+    v.ok(&["metrics", "--textfile", path.to_str().unwrap()]);
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        written.lines().filter(|l| !l.contains("timestamp")).count(),
+        text.lines().filter(|l| !l.contains("timestamp")).count()
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+}

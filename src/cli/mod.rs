@@ -9,6 +9,7 @@ mod forget;
 mod health;
 mod index;
 mod init;
+mod metrics;
 mod output;
 mod pitr;
 mod prune;
@@ -83,6 +84,9 @@ pub enum Command {
     /// 1 WARNING, 2 CRITICAL, 3 UNKNOWN; one problem a line
     /// (docs/operations.md).
     Health,
+    /// Prometheus metrics (text exposition format) of backups, tiers,
+    /// verification, drills and WAL, on stdout or --textfile PATH.
+    Metrics(metrics::MetricsArgs),
     /// List snapshots.
     Snapshots(snapshots::SnapshotsArgs),
     /// Restore a snapshot to a file, stdout, or a directory tree.
@@ -157,6 +161,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Run(a) => run::run(&ctx, a),
         Command::Runs(a) => run::runs(&ctx, a),
         Command::Health => health::run(&ctx),
+        Command::Metrics(a) => metrics::run(&ctx, a),
         Command::Snapshots(a) => snapshots::run(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Verify(a) => verify::run(&ctx, a),

@@ -6,6 +6,7 @@ pub mod drill;
 pub mod forget;
 pub mod health;
 pub mod init;
+pub mod metrics;
 pub mod pg_backup;
 pub mod pg_restore;
 pub mod pin;
