@@ -5,6 +5,7 @@
 //! the catalog directly.
 
 mod backup;
+mod daemon;
 mod forget;
 mod health;
 mod index;
@@ -77,6 +78,10 @@ pub enum Command {
     /// Run the jobs of the settings once: the named ones, or every one that
     /// is due (for cron and systemd timers; docs/operations.md).
     Run(run::RunArgs),
+    /// Run the jobs' schedule until SIGTERM: each due job as `coffer run
+    /// JOB`, failures retried with backoff, /metrics served when
+    /// [daemon] metrics-address is set (docs/operations.md).
+    Daemon(daemon::DaemonArgs),
     /// List the catalog's runs (backups, restores, verifies, …), newest
     /// first, with size, duration, outcome and error.
     Runs(run::RunsArgs),
@@ -160,6 +165,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Backup(a) => backup::run(&ctx, a),
         Command::Run(a) => run::run(&ctx, a),
         Command::Runs(a) => run::runs(&ctx, a),
+        Command::Daemon(a) => daemon::run(&ctx, a),
         Command::Health => health::run(&ctx),
         Command::Metrics(a) => metrics::run(&ctx, a),
         Command::Snapshots(a) => snapshots::run(&ctx, a),

@@ -2,6 +2,7 @@
 //! (`src/cli`) parses flags, calls these, and renders their reports.
 
 pub mod backup;
+pub mod daemon;
 pub mod drill;
 pub mod forget;
 pub mod health;

@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::forget::{forget, ForgetOptions};
 use super::pg_backup::{backup_pg, backup_physical, PgBackupOptions};
@@ -30,7 +30,7 @@ use crate::vault::jobs::{JobSettings, JobSource};
 use crate::vault::Vault;
 
 /// What happened to one job.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobRun {
     /// The job.
     pub job: String,
@@ -52,7 +52,7 @@ pub struct JobRun {
 }
 
 /// What `coffer run` did (`--json`: `jobs`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
     /// One entry per job considered, in settings order.
     pub jobs: Vec<JobRun>,

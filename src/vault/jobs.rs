@@ -216,8 +216,8 @@ impl TryFrom<RawJob> for JobSettings {
                 let d = humantime::parse_duration(e).map_err(|err| {
                     job(format!("every = {e:?} is not a duration ({err}); write e.g. \"24h\" or \"30m\""))
                 })?;
-                if d < Duration::from_secs(60) {
-                    return Err(job(format!("every = {e:?} is shorter than a minute")));
+                if d < Duration::from_secs(1) {
+                    return Err(job(format!("every = {e:?} is shorter than a second")));
                 }
                 Some(Schedule::Every(d))
             }

@@ -60,6 +60,9 @@ pub struct Settings {
     /// `[wal]`: WAL archiving.
     #[serde(default, skip_serializing_if = "WalSettings::is_default")]
     pub wal: WalSettings,
+    /// `[daemon]`: `coffer daemon`.
+    #[serde(default, skip_serializing_if = "DaemonSettings::is_default")]
+    pub daemon: DaemonSettings,
     /// `[health]`: what `coffer health` tolerates.
     #[serde(default, skip_serializing_if = "HealthSettings::is_default")]
     pub health: HealthSettings,
@@ -152,7 +155,7 @@ impl HealthSettings {
         *self == HealthSettings::default()
     }
 
-    /// A duration setting, or its default.
+    /// A duration setting of `[health]`, or its default.
     ///
     /// # Errors
     /// [`Error::Config`] for one humantime cannot read.
@@ -161,14 +164,48 @@ impl HealthSettings {
         key: &str,
         default: std::time::Duration,
     ) -> Result<std::time::Duration> {
-        match v {
-            None => Ok(default),
-            Some(s) => humantime::parse_duration(s).map_err(|e| {
-                Error::Config(format!(
-                    "[health] {key} = {s:?} is not a duration ({e}); write e.g. \"1h\" or \"30d\""
-                ))
-            }),
-        }
+        duration_setting(v, &format!("[health] {key}"), default)
+    }
+}
+
+/// A duration setting (humantime), or `default` when unset; `what` names
+/// it in the error (`[health] grace`).
+///
+/// # Errors
+/// [`Error::Config`] for a value humantime cannot read.
+pub fn duration_setting(
+    v: &Option<String>,
+    what: &str,
+    default: std::time::Duration,
+) -> Result<std::time::Duration> {
+    match v {
+        None => Ok(default),
+        Some(s) => humantime::parse_duration(s).map_err(|e| {
+            Error::Config(format!(
+                "{what} = {s:?} is not a duration ({e}); write e.g. \"1h\" or \"30d\""
+            ))
+        }),
+    }
+}
+
+/// `[daemon]`: how `coffer daemon` runs the schedule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DaemonSettings {
+    /// Where to serve Prometheus metrics (`127.0.0.1:9464`) [default: not
+    /// served].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<String>,
+    /// A random delay of up to this much before a due job starts
+    /// (humantime), so hosts sharing a bucket do not all start at once
+    /// [default: 0s].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<String>,
+}
+
+impl DaemonSettings {
+    fn is_default(&self) -> bool {
+        *self == DaemonSettings::default()
     }
 }
 

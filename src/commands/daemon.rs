@@ -1,0 +1,423 @@
+//! `coffer daemon`: the schedule, run by coffer itself.
+//!
+//! ```text
+//!  loop: due jobs (the same rule as `coffer run`) ──spawn──▶ `coffer run JOB` (own process group)
+//!        ◀── a job's report (JSON on its stdout) ── waiter thread
+//!        ◀── SIGTERM / SIGINT ── signal thread
+//!  /metrics (optional) ── HTTP thread ── `coffer metrics` of the moment
+//! ```
+//!
+//! Each backup runs as a child process, `coffer run JOB`: the daemon
+//! itself holds no vault state between runs (an idle week costs a timer
+//! wake-up now and then), a job's lock is the same as for `coffer run`
+//! from a timer (never two runs of one job at once, across processes), and
+//! a stop is a kill. On SIGTERM the daemon stops starting jobs and sends
+//! SIGTERM to every running job's process group (the job and its pg_dump
+//! or producer): a backup in flight commits nothing, because nothing is
+//! committed before its last step (vault-format/SPEC.md, "Commit last").
+//! It then exits 0.
+//!
+//! A job whose run failed (or could not commit offsite) stays due; it is
+//! retried after a backoff of 30 s doubling to its period, so a broken job
+//! does not spin. A job's retention runs inside `coffer run`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::run::RunReport;
+use crate::error::{Error, Result};
+use crate::vault::jobs::JobSettings;
+use crate::vault::Vault;
+
+/// What the daemon logs, one line each.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum LogEvent {
+    /// The daemon started.
+    Started {
+        /// Scheduled jobs.
+        jobs: Vec<String>,
+        /// Where metrics are served.
+        metrics: Option<String>,
+    },
+    /// A job started.
+    JobStarted {
+        /// The job.
+        job: String,
+        /// Its process.
+        pid: u32,
+    },
+    /// A job ended.
+    JobFinished {
+        /// The job.
+        job: String,
+        /// `ok`, `partial`, `failed`, or `skipped` (another process ran it).
+        outcome: String,
+        /// The snapshot it committed.
+        snapshot: Option<String>,
+        /// Why it failed.
+        error: Option<String>,
+        /// Wall time.
+        seconds: f64,
+        /// When it is tried again after a failure.
+        retry_in_seconds: Option<u64>,
+    },
+    /// A signal asked the daemon to stop.
+    Stopping {
+        /// The signal's number.
+        signal: i32,
+        /// Jobs that were running (their backups commit nothing).
+        interrupted: Vec<String>,
+    },
+    /// The daemon stopped.
+    Stopped,
+    /// Something the daemon could not do (it goes on).
+    Error {
+        /// What.
+        message: String,
+    },
+}
+
+/// Where log lines go (the CLI prints them as text or JSON).
+pub trait Log: Sync {
+    /// One event.
+    fn event(&self, e: &LogEvent);
+}
+
+enum Msg {
+    Signal(i32),
+    Done {
+        job: String,
+        report: std::result::Result<RunReport, String>,
+        seconds: f64,
+    },
+}
+
+/// Runs the schedule until SIGTERM or SIGINT. `exe` is this program,
+/// started as `exe --config SETTINGS --json --quiet run JOB` per job.
+///
+/// # Errors
+/// [`Error::Config`] for settings with no scheduled job or a metrics
+/// address that cannot be bound.
+pub fn daemon(vault: &Vault, exe: &std::path::Path, log: &dyn Log) -> Result<()> {
+    let jobs: Vec<JobSettings> = vault
+        .settings
+        .effective_jobs()?
+        .into_iter()
+        .filter(|j| j.schedule.is_some() && j.source.is_some())
+        .collect();
+    if jobs.is_empty() {
+        return Err(Error::Config(
+            "no scheduled jobs: give [[jobs]] entries an `every` or `cron` (docs/operations.md)"
+                .into(),
+        ));
+    }
+    let jitter = crate::vault::settings::duration_setting(
+        &vault.settings.daemon.jitter,
+        "[daemon] jitter",
+        Duration::ZERO,
+    )?;
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| Error::Internal {
+        what: "coffer daemon".into(),
+        detail: format!("cannot handle signals: {e}"),
+    })?;
+    let signal_handle = signals.handle();
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for s in signals.forever() {
+                if tx.send(Msg::Signal(s)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let metrics = match &vault.settings.daemon.metrics_address {
+        Some(addr) => Some(serve_metrics(vault.settings_path.clone(), addr)?),
+        None => None,
+    };
+    log.event(&LogEvent::Started {
+        jobs: jobs.iter().map(|j| j.name.clone()).collect(),
+        metrics: metrics.as_ref().map(|(a, _)| a.clone()),
+    });
+
+    let mut running: HashMap<String, u32> = HashMap::new();
+    let mut not_before: HashMap<String, Instant> = HashMap::new();
+    let mut failures: HashMap<String, u32> = HashMap::new();
+    let mut stopping = false;
+    loop {
+        if !stopping {
+            for job in &jobs {
+                if running.contains_key(&job.name) {
+                    continue;
+                }
+                if not_before
+                    .get(&job.name)
+                    .is_some_and(|t| Instant::now() < *t)
+                {
+                    continue;
+                }
+                if !is_due(vault, job)? {
+                    continue;
+                }
+                if !jitter.is_zero() && !not_before.contains_key(&job.name) {
+                    let wait = getrandom::u64().unwrap_or(0) % jitter.as_millis().max(1) as u64;
+                    not_before.insert(
+                        job.name.clone(),
+                        Instant::now() + Duration::from_millis(wait),
+                    );
+                    continue;
+                }
+                not_before.remove(&job.name);
+                match spawn_job(vault, exe, &job.name, tx.clone()) {
+                    Ok(pid) => {
+                        log.event(&LogEvent::JobStarted {
+                            job: job.name.clone(),
+                            pid,
+                        });
+                        running.insert(job.name.clone(), pid);
+                    }
+                    Err(e) => log.event(&LogEvent::Error {
+                        message: format!("job {}: cannot start: {e}", job.name),
+                    }),
+                }
+            }
+        }
+        let wait = if stopping {
+            Duration::from_secs(3600)
+        } else {
+            next_wake(vault, &jobs, &running, &not_before)
+        };
+        match rx.recv_timeout(wait) {
+            Ok(Msg::Signal(signal)) => {
+                if !stopping {
+                    stopping = true;
+                    let mut interrupted: Vec<String> = running.keys().cloned().collect();
+                    interrupted.sort();
+                    log.event(&LogEvent::Stopping {
+                        signal,
+                        interrupted,
+                    });
+                }
+                // The job and everything it started (its own group).
+                for pid in running.values() {
+                    if let Some(pgid) = rustix::process::Pid::from_raw(*pid as i32) {
+                        let _ = rustix::process::kill_process_group(
+                            pgid,
+                            rustix::process::Signal::TERM,
+                        );
+                    }
+                }
+            }
+            Ok(Msg::Done {
+                job,
+                report,
+                seconds,
+            }) => {
+                running.remove(&job);
+                let period = jobs
+                    .iter()
+                    .find(|j| j.name == job)
+                    .and_then(|j| j.schedule.as_ref())
+                    .map(|s| s.period(&zoned_now(vault)))
+                    .unwrap_or(Duration::from_secs(3600));
+                let entry = report.as_ref().ok().and_then(|r| r.jobs.first().cloned());
+                let outcome = match (&report, &entry) {
+                    _ if stopping => "interrupted".to_string(),
+                    (Ok(_), Some(e)) if e.ran => e.outcome.clone().unwrap_or_default(),
+                    (Ok(_), _) => "skipped".into(),
+                    (Err(_), _) => "failed".into(),
+                };
+                let error = match (&report, &entry) {
+                    (Err(e), _) => Some(e.clone()),
+                    (Ok(_), Some(e)) => e.error.clone(),
+                    _ => None,
+                };
+                let retry = if outcome == "failed" || outcome == "partial" {
+                    let n = failures.entry(job.clone()).or_default();
+                    *n += 1;
+                    let backoff = Duration::from_secs(30 << (*n - 1).min(10)).min(period);
+                    not_before.insert(job.clone(), Instant::now() + backoff);
+                    Some(backoff.as_secs())
+                } else {
+                    failures.remove(&job);
+                    None
+                };
+                log.event(&LogEvent::JobFinished {
+                    job,
+                    outcome,
+                    snapshot: entry.and_then(|e| e.snapshot),
+                    error,
+                    seconds,
+                    retry_in_seconds: retry,
+                });
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if stopping && running.is_empty() {
+            break;
+        }
+    }
+    signal_handle.close();
+    if let Some((_, server)) = metrics {
+        server.unblock();
+    }
+    log.event(&LogEvent::Stopped);
+    Ok(())
+}
+
+fn zoned_now(vault: &Vault) -> jiff::Zoned {
+    let tz = vault
+        .settings
+        .time_zone()
+        .unwrap_or(jiff::tz::TimeZone::UTC);
+    jiff::Timestamp::try_from(crate::util::clock())
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .to_zoned(tz)
+}
+
+/// The job's newest committed backup's start, in the settings' zone.
+fn last_backup(vault: &Vault, job: &str) -> Result<Option<jiff::Zoned>> {
+    let tz = vault.settings.time_zone()?;
+    Ok(vault
+        .catalog()?
+        .last_backup(job)?
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.to_zoned(tz)))
+}
+
+fn is_due(vault: &Vault, job: &JobSettings) -> Result<bool> {
+    let Some(schedule) = &job.schedule else {
+        return Ok(false);
+    };
+    Ok(schedule.due(last_backup(vault, &job.name)?.as_ref(), &zoned_now(vault)))
+}
+
+/// How long to sleep: until the soonest due time or retry, at most a
+/// minute (settings and clocks change), at least 100 ms.
+fn next_wake(
+    vault: &Vault,
+    jobs: &[JobSettings],
+    running: &HashMap<String, u32>,
+    not_before: &HashMap<String, Instant>,
+) -> Duration {
+    let now = zoned_now(vault);
+    let mut wait = Duration::from_secs(60);
+    for job in jobs.iter().filter(|j| !running.contains_key(&j.name)) {
+        if let Some(t) = not_before.get(&job.name) {
+            wait = wait.min(t.saturating_duration_since(Instant::now()));
+            continue;
+        }
+        let (Some(schedule), Ok(Some(last))) = (&job.schedule, last_backup(vault, &job.name))
+        else {
+            continue;
+        };
+        let next = match schedule {
+            crate::vault::jobs::Schedule::Every(d) => {
+                last.timestamp().as_millisecond() + d.as_millis() as i64
+            }
+            crate::vault::jobs::Schedule::Cron(_, c) => {
+                match c.find_next_occurrence(&last, false) {
+                    Ok(t) => t.timestamp().as_millisecond(),
+                    Err(_) => continue,
+                }
+            }
+        };
+        let left = next - now.timestamp().as_millisecond();
+        wait = wait.min(Duration::from_millis(left.max(0) as u64));
+    }
+    wait.max(Duration::from_millis(100))
+}
+
+/// Starts `coffer run JOB` in its own process group; a thread waits for
+/// it and sends its report.
+fn spawn_job(
+    vault: &Vault,
+    exe: &std::path::Path,
+    job: &str,
+    tx: mpsc::Sender<Msg>,
+) -> std::io::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let started = Instant::now();
+    let child = Command::new(exe)
+        .arg("--config")
+        .arg(&vault.settings_path)
+        .args(["--json", "--quiet", "run", job])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()?;
+    let pid = child.id();
+    let job = job.to_string();
+    std::thread::spawn(move || {
+        let report = match child.wait_with_output() {
+            Ok(o) => serde_json::from_slice::<RunReport>(&o.stdout).map_err(|_| {
+                let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+                if err.is_empty() {
+                    format!("coffer run ended with {}", o.status)
+                } else {
+                    err
+                }
+            }),
+            Err(e) => Err(format!("waiting for coffer run: {e}")),
+        };
+        let _ = tx.send(Msg::Done {
+            job,
+            report,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    });
+    Ok(pid)
+}
+
+/// Serves `GET /metrics` on `addr` from a thread; returns the address
+/// bound and the server (to stop it).
+fn serve_metrics(
+    settings: PathBuf,
+    addr: &str,
+) -> Result<(String, std::sync::Arc<tiny_http::Server>)> {
+    let server = tiny_http::Server::http(addr).map_err(|e| {
+        Error::Config(format!(
+            "[daemon] metrics-address = {addr:?} cannot be served ({e}); give a free host:port such as 127.0.0.1:9464"
+        ))
+    })?;
+    let bound = server.server_addr().to_string();
+    let server = std::sync::Arc::new(server);
+    let s = server.clone();
+    std::thread::spawn(move || {
+        for req in s.incoming_requests() {
+            let resp = if req.url() == "/metrics" || req.url().starts_with("/metrics?") {
+                match Vault::open(&settings).and_then(|v| super::metrics::metrics(&v)) {
+                    Ok(text) => {
+                        let r = tiny_http::Response::from_string(text);
+                        match tiny_http::Header::from_bytes(
+                            &b"Content-Type"[..],
+                            &b"text/plain; version=0.0.4; charset=utf-8"[..],
+                        ) {
+                            Ok(h) => r.with_header(h),
+                            Err(()) => r,
+                        }
+                    }
+                    Err(e) => tiny_http::Response::from_string(format!("coffer: {e}\n"))
+                        .with_status_code(500),
+                }
+            } else {
+                tiny_http::Response::from_string("coffer serves /metrics\n").with_status_code(404)
+            };
+            let _ = req.respond(resp);
+        }
+    });
+    Ok((bound, server))
+}
