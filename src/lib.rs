@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod catalog;
 pub mod commands;
 pub mod deletion;

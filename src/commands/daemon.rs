@@ -253,6 +253,11 @@ pub fn daemon(vault: &Vault, exe: &std::path::Path, log: &dyn Log) -> Result<()>
                     failures.remove(&job);
                     None
                 };
+                for p in entry.iter().flat_map(|e| e.alert_problems.iter()) {
+                    log.event(&LogEvent::Error {
+                        message: format!("job {job}: {p}"),
+                    });
+                }
                 log.event(&LogEvent::JobFinished {
                     job,
                     outcome,

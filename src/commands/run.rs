@@ -49,6 +49,9 @@ pub struct JobRun {
     pub forgotten: usize,
     /// Wall time of the backup.
     pub seconds: f64,
+    /// Alerts that could not be delivered (they never fail the job).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alert_problems: Vec<String>,
 }
 
 /// What `coffer run` did (`--json`: `jobs`).
@@ -103,6 +106,7 @@ pub fn run(vault: &Vault, names: &[String], progress: &dyn Progress) -> Result<R
         .unwrap_or_else(|_| jiff::Timestamp::now())
         .to_zoned(tz.clone());
     let catalog = vault.catalog()?;
+    let notifier = crate::alerts::Notifier::new(&vault.settings.alerts)?;
     let mut out = Vec::new();
     for job in &jobs {
         let named = names.contains(&job.name);
@@ -118,6 +122,7 @@ pub fn run(vault: &Vault, names: &[String], progress: &dyn Progress) -> Result<R
             error: None,
             forgotten: 0,
             seconds: 0.0,
+            alert_problems: Vec::new(),
         };
         let Some(source) = &job.source else {
             if named {
@@ -151,6 +156,7 @@ pub fn run(vault: &Vault, names: &[String], progress: &dyn Progress) -> Result<R
             continue;
         };
         entry.ran = true;
+        entry.alert_problems = notifier.started(job.ping.as_deref());
         let started = std::time::Instant::now();
         match backup_job(vault, job, source, progress) {
             Ok(rep) => {
@@ -187,6 +193,18 @@ pub fn run(vault: &Vault, names: &[String], progress: &dyn Progress) -> Result<R
                 entry.error = Some(e.to_string());
                 entry.seconds = started.elapsed().as_secs_f64();
             }
+        }
+        let alert = crate::alerts::Alert::of_run(
+            &entry.job,
+            entry.outcome.as_deref().unwrap_or("failed"),
+            entry.snapshot.as_deref(),
+            entry.error.as_deref(),
+        );
+        entry
+            .alert_problems
+            .extend(notifier.finished(job.ping.as_deref(), &alert));
+        for p in &entry.alert_problems {
+            progress.event(&crate::progress::Event::Warning(p.clone()));
         }
         out.push(entry);
     }

@@ -120,6 +120,8 @@ pub struct JobSettings {
     pub tags: Vec<String>,
     /// Its retention policy.
     pub retention: Option<crate::retention::Policy>,
+    /// Its healthchecks-style ping URL (`/start`, success, `/fail`).
+    pub ping: Option<String>,
     raw: RawJob,
 }
 
@@ -159,6 +161,9 @@ pub struct RawJob {
     /// Retention policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<crate::retention::Policy>,
+    /// A healthchecks-style ping URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping: Option<String>,
 }
 
 impl TryFrom<RawJob> for JobSettings {
@@ -237,6 +242,7 @@ impl TryFrom<RawJob> for JobSettings {
             schedule,
             tags: raw.tags.clone(),
             retention: raw.retention.clone(),
+            ping: raw.ping.clone(),
             raw,
         })
     }

@@ -60,6 +60,12 @@ pub struct Settings {
     /// `[wal]`: WAL archiving.
     #[serde(default, skip_serializing_if = "WalSettings::is_default")]
     pub wal: WalSettings,
+    /// `[alerts]`: webhook, command (per-job pings are in `[[jobs]]`).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::alerts::AlertSettings::is_default"
+    )]
+    pub alerts: crate::alerts::AlertSettings,
     /// `[daemon]`: `coffer daemon`.
     #[serde(default, skip_serializing_if = "DaemonSettings::is_default")]
     pub daemon: DaemonSettings,
