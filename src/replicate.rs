@@ -320,6 +320,9 @@ pub struct TierStatus {
     pub wal_files_pending: u64,
     /// When the oldest of them was pushed (RFC 3339): the archive's lag.
     pub wal_oldest_pending: Option<String>,
+    /// Verification coverage: the oldest check (verification, else write)
+    /// of a pack copy present in this tier (RFC 3339).
+    pub oldest_check: Option<String>,
 }
 
 /// Replication state of every tier, from the catalog.
@@ -365,6 +368,7 @@ pub fn status(catalog: &Catalog, tiers: &[Arc<dyn Tier>]) -> Result<Vec<TierStat
             newest_complete_age_seconds: age,
             wal_files_pending: wal.len() as u64,
             wal_oldest_pending: wal.iter().map(|w| w.pushed.clone()).min(),
+            oldest_check: catalog.unverified_since(t.name(), "9999")?.1,
         });
     }
     Ok(out)

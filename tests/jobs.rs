@@ -426,3 +426,57 @@ fn metrics_pass_promtool_and_say_what_ran() {
     );
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
 }
+
+#[test]
+fn verify_with_a_budget_reads_the_oldest_checked_packs_first_and_covers_all() {
+    let v = Vault::new();
+    // Four snapshots of incompressible data in four packs.
+    for i in 0..4u64 {
+        let p = v.work.join(format!("in{i}"));
+        std::fs::write(&p, random_bytes(100 + i, 300_000)).unwrap();
+        v.ok(&["backup", "--job", "b", p.to_str().unwrap()]);
+    }
+    let status = |clock: &str| -> Value {
+        let o = v
+            .cmd()
+            .args(["--json", "status"])
+            .env("COFFER_TEST_NOW", clock)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let written = status(&at(Duration::ZERO))[0]["oldest_check"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // One pack per run (a budget of 1 byte still checks one), each run an
+    // hour later: after three runs the oldest check is still a write; after
+    // four, every copy has been verified.
+    for k in 1..=4u64 {
+        let clock = at(Duration::from_secs(k * 3600));
+        let o = v
+            .cmd()
+            .args(["--json", "verify", "--budget", "1B"])
+            .env("COFFER_TEST_NOW", &clock)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let rep: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(rep["packs_checked"], 1, "{rep}");
+        assert_eq!(rep["packs_left"], 3, "{rep}");
+        let oldest = status(&clock)[0]["oldest_check"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if k < 4 {
+            assert_eq!(oldest, written, "run {k}");
+        } else {
+            assert!(oldest > written, "{oldest} vs {written}");
+        }
+    }
+    // A share and a time parse; nonsense is refused by the parser (2).
+    v.ok(&["verify", "--budget", "50%"]);
+    v.ok(&["verify", "--budget", "10m", "--tier", "local"]);
+    let o = v.fails(&["verify", "--budget", "lots"], 2);
+    assert!(stderr(&o).contains("not a budget"), "{}", stderr(&o));
+}

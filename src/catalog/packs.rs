@@ -196,6 +196,26 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
+    /// When each pack's copy in `tier` was last checked: verified, else
+    /// written (RFC 3339).
+    ///
+    /// # Errors
+    /// SQLite errors; [`CatalogError::Damaged`] for a malformed row.
+    pub fn pack_check_times(&self, tier: &str) -> Result<HashMap<PackId, String>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT pack_id, coalesce(verified_at, updated) FROM pack_copies WHERE tier = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![tier], |r| {
+                Ok((r.get::<_, Sql<PackId>>(0)?.0, r.get(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
     /// All packs with their ciphertext sizes.
     ///
     /// # Errors

@@ -93,6 +93,14 @@ impl Render for Status {
                 }
             ));
         }
+        for t in &self.0 {
+            if let Some(c) = &t.oldest_check {
+                out(&format!(
+                    "{:<8} verified: every pack copy checked since {c} (coffer verify --budget re-reads the oldest first)",
+                    t.tier
+                ));
+            }
+        }
         for t in self.0.iter().filter(|t| t.wal_files_pending > 0) {
             out(&format!(
                 "{:<8} WAL: {} file(s) waiting since {} (coffer sync uploads them now)",

@@ -21,6 +21,14 @@ pub struct VerifyArgs {
     /// Also decrypt every pack and check every chunk's keyed hash (needs the identity).
     #[arg(long)]
     pub read_data: bool,
+    /// Only this tier (`local` or `s3`).
+    #[arg(long, value_name = "TIER")]
+    pub tier: Option<String>,
+    /// Check at most this much per run: a share of each tier (10%), a size
+    /// per tier (2GiB) or a time (20m); the copies checked longest ago go
+    /// first, so daily runs cover every byte every 100/share days.
+    #[arg(long, value_name = "BUDGET", conflicts_with = "restore_test")]
+    pub budget: Option<verify::Budget>,
     /// The age identity file (with --read-data or --restore-test).
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
@@ -63,8 +71,12 @@ pub fn run(ctx: &Ctx, a: VerifyArgs) -> Result<i32> {
     } else {
         None
     };
+    let opts = verify::VerifyOptions {
+        tier: a.tier.clone(),
+        budget: a.budget,
+    };
     let rep = with_progress(ctx.v, "verifying", |p| {
-        verify::verify(&vault, rctx.as_ref(), p)
+        verify::verify_with(&vault, rctx.as_ref(), &opts, p)
     })?;
     Ok(render(ctx.v, &rep))
 }
@@ -84,6 +96,16 @@ impl Render for VerifyReport {
                 format!("{} PROBLEM(S)", self.problems.len())
             }
         );
+        if self.packs_left > 0 {
+            note(
+                v,
+                &format!(
+                    "coffer: budget spent: {} pack copies left for the next runs (oldest check {})",
+                    self.packs_left,
+                    self.oldest_left.as_deref().unwrap_or("never")
+                ),
+            );
+        }
         print_problems(v, &self.problems, &summary);
     }
 

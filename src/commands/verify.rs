@@ -9,6 +9,13 @@
 //!
 //! Findings update the copy states in the catalog and are returned, never
 //! printed; the run is recorded.
+//!
+//! A run can be bounded (`--budget 10%|2GiB|20m`): per tier, packs are
+//! checked oldest check first (a copy's check is its last verification,
+//! else its write), until the budget is spent. Run daily with a budget of
+//! at least 1/N of the vault, every byte of every tier is re-read at least
+//! every N days, however large the vault grows; `coffer status` shows each
+//! tier's oldest check and `coffer health` warns past `verify-max-age`.
 
 use std::io::Read;
 
@@ -39,6 +46,76 @@ pub struct VerifyReport {
     pub problems: Vec<String>,
     /// Seconds taken.
     pub seconds: f64,
+    /// With a budget: pack copies left for later runs (per tier, summed).
+    pub packs_left: u64,
+    /// With a budget: the oldest check among the copies left (RFC 3339).
+    pub oldest_left: Option<String>,
+}
+
+/// How much one run may check.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Budget {
+    /// A share of each tier's stored bytes, in percent.
+    Percent(f64),
+    /// Bytes per tier.
+    Bytes(u64),
+    /// Wall time for the whole run.
+    Time(std::time::Duration),
+}
+
+impl std::str::FromStr for Budget {
+    type Err = String;
+
+    /// `10%`, `2GiB` (also `500MB`, `1TiB`, bytes), `20m` (humantime).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let t = s.trim();
+        let bad = || {
+            format!("--budget {s:?} is not a budget; write a share (10%), a size (2GiB) or a time (20m)")
+        };
+        if let Some(p) = t.strip_suffix('%') {
+            let v: f64 = p.trim().parse().map_err(|_| bad())?;
+            return if v > 0.0 && v <= 100.0 {
+                Ok(Budget::Percent(v))
+            } else {
+                Err(bad())
+            };
+        }
+        let digits = t
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(digits);
+        let mult: Option<u64> = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => Some(1),
+            "k" | "kb" => Some(1000),
+            "kib" => Some(1 << 10),
+            "mb" => Some(1_000_000),
+            "mib" => Some(1 << 20),
+            "gb" => Some(1_000_000_000),
+            "gib" => Some(1 << 30),
+            "tb" => Some(1_000_000_000_000),
+            "tib" => Some(1 << 40),
+            _ => None,
+        };
+        if let (Some(m), Ok(n)) = (mult, num.parse::<f64>()) {
+            if n > 0.0 {
+                return Ok(Budget::Bytes((n * m as f64) as u64));
+            }
+        }
+        humantime::parse_duration(t)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .map(Budget::Time)
+            .ok_or_else(bad)
+    }
+}
+
+/// What to verify.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Only this tier.
+    pub tier: Option<String>,
+    /// Stop when spent (per tier for shares and sizes).
+    pub budget: Option<Budget>,
 }
 
 /// Verifies every pack and manifest. With `read` (identity) also every chunk.
@@ -51,6 +128,20 @@ pub fn verify(
     read: Option<&ReadContext>,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
+    verify_with(vault, read, &VerifyOptions::default(), progress)
+}
+
+/// [`verify`] of one tier or all, within a budget.
+///
+/// # Errors
+/// As [`verify`]; [`crate::Error::Config`] for an unknown tier.
+pub fn verify_with(
+    vault: &Vault,
+    read: Option<&ReadContext>,
+    opts: &VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let tiers = vault.select_tiers(opts.tier.as_deref())?;
     let kind = if read.is_some() {
         RunKind::VerifyData
     } else {
@@ -70,10 +161,19 @@ pub fn verify(
             snapshots_checked: 0,
             problems: Vec::new(),
             seconds: 0.0,
+            packs_left: 0,
+            oldest_left: None,
         };
-        let packs = catalog.packs()?;
-        for tier in vault.tiers() {
-            check_packs(&catalog, &*tier, &packs, read, progress, &mut rep)?;
+        let all = catalog.packs()?;
+        let deadline = match opts.budget {
+            Some(Budget::Time(d)) => Some(started + d),
+            _ => None,
+        };
+        for tier in &tiers {
+            let packs = in_budget(&catalog, tier.name(), &all, opts.budget, &mut rep)?;
+            check_packs(
+                &catalog, &**tier, &packs, read, deadline, progress, &mut rep,
+            )?;
             for s in catalog.snapshots(None)? {
                 rep.snapshots_checked += 1;
                 if tier.head(&keys::snapshot(&s.id))?.is_none() {
@@ -88,6 +188,50 @@ pub fn verify(
         rep.seconds = started.elapsed().as_secs_f64();
         Ok(rep)
     })
+}
+
+/// The packs of `tier` to check this run: all of them without a budget;
+/// else oldest check first, up to the budget's bytes (at least one pack).
+/// What is left is counted in `rep`.
+fn in_budget(
+    catalog: &Catalog,
+    tier: &str,
+    all: &[(PackId, u64)],
+    budget: Option<Budget>,
+    rep: &mut VerifyReport,
+) -> Result<Vec<(PackId, u64)>> {
+    let Some(budget) = budget else {
+        return Ok(all.to_vec());
+    };
+    let checked = catalog.pack_check_times(tier)?;
+    let mut order: Vec<(Option<&String>, PackId, u64)> = all
+        .iter()
+        .map(|(id, size)| (checked.get(id), *id, *size))
+        .collect();
+    // Never checked (None) first, then oldest.
+    order.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let total: u64 = all.iter().map(|(_, s)| s).sum();
+    let cap = match budget {
+        Budget::Percent(p) => (total as f64 * p / 100.0).ceil() as u64,
+        Budget::Bytes(b) => b,
+        Budget::Time(_) => u64::MAX,
+    };
+    let mut spent = 0u64;
+    let mut take = Vec::new();
+    for (when, id, size) in order {
+        if take.is_empty() || spent + size <= cap {
+            spent += size;
+            take.push((id, size));
+        } else {
+            rep.packs_left += 1;
+            if let Some(w) = when {
+                if rep.oldest_left.as_ref().is_none_or(|o| w < o) {
+                    rep.oldest_left = Some(w.clone());
+                }
+            }
+        }
+    }
+    Ok(take)
 }
 
 impl RunSummary for VerifyReport {
@@ -118,12 +262,14 @@ fn check_packs(
     tier: &dyn Tier,
     packs: &[(PackId, u64)],
     read: Option<&ReadContext>,
+    deadline: Option<std::time::Instant>,
     progress: &dyn Progress,
     rep: &mut VerifyReport,
 ) -> Result<()> {
     let threads = crate::pipeline::threads().min(4);
     let (job_tx, job_rx) = crossbeam_channel::bounded::<PackId>(threads);
     let (res_tx, res_rx) = crossbeam_channel::bounded::<PackCheck>(threads);
+    let left = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| -> Result<()> {
         for i in 0..threads {
             let (job_rx, res_tx) = (job_rx.clone(), res_tx.clone());
@@ -138,8 +284,17 @@ fn check_packs(
             })?;
         }
         drop((job_rx, res_tx));
+        let left = &left;
         crate::pipeline::spawn(s, "verify-feed".into(), move || {
-            for (id, _) in packs {
+            for (i, (id, _)) in packs.iter().enumerate() {
+                // A time budget stops feeding; what is fed is finished.
+                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    left.store(
+                        (packs.len() - i) as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    return;
+                }
                 if job_tx.send(*id).is_err() {
                     return;
                 }
@@ -155,6 +310,7 @@ fn check_packs(
             }
             catalog.set_pack_copy(&r.id, tier.name(), r.state, true)?;
         }
+        rep.packs_left += left.load(std::sync::atomic::Ordering::Relaxed);
         Ok(())
     })
 }
