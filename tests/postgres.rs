@@ -897,3 +897,111 @@ fn globals_restore_into_a_fresh_cluster_and_selection_options() {
     );
     assert_eq!(fingerprints(&b, "shop"), fingerprints(&a, "shop"));
 }
+
+/// `[[jobs]]` with PostgreSQL: a dump job, a drill job of its newest
+/// snapshot (the identity is on this host), and a job whose database is
+/// unreachable at run time: it fails alone, with one clear line, stays due
+/// for the next run, and health names it.
+#[test]
+fn jobs_dump_drill_and_report_an_unreachable_database() {
+    let cluster = PgCluster::start();
+    cluster.createdb("app");
+    cluster.psql(
+        "app",
+        "create table t as select g as id, md5(g::text) as v from generate_series(1, 500) g",
+    );
+    let coffer = Coffer::new(&cluster);
+    let mut settings = std::fs::read_to_string(&coffer.config).unwrap();
+    settings.push_str(&format!(
+        r#"
+[[jobs]]
+name = "app"
+pg-dump = "{app}"
+every = "1h"
+
+[[jobs]]
+name = "app-drill"
+drill = "app"
+scratch = "{postgres}"
+every = "7d"
+
+[[jobs]]
+name = "gone"
+pg-dump = "host=127.0.0.1 port=1 dbname=nothing connect_timeout=2"
+every = "1h"
+"#,
+        app = cluster.conninfo("app"),
+        postgres = cluster.conninfo("postgres"),
+    ));
+    std::fs::write(&coffer.config, settings).unwrap();
+
+    let rep = coffer.json(&cluster, &["run"], 1);
+    let job = |name: &str| -> Value {
+        rep["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["job"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(job("app")["outcome"], "ok", "{rep}");
+    assert_eq!(job("app-drill")["outcome"], "ok", "{rep}");
+    assert_eq!(
+        job("app-drill")["snapshot"],
+        job("app")["snapshot"],
+        "{rep}"
+    );
+    let gone = job("gone");
+    assert_eq!(gone["outcome"], "failed", "{rep}");
+    let err = gone["error"].as_str().unwrap();
+    assert!(
+        err.contains("127.0.0.1:1")
+            && err.contains("Connection refused")
+            && err.contains("no snapshot was committed"),
+        "{err}"
+    );
+    assert!(!err.contains('\n'), "{err}");
+    let drills: Vec<_> = coffer
+        .runs()
+        .into_iter()
+        .filter(|r| r.kind == "restore-test")
+        .collect();
+    assert_eq!(drills.len(), 1);
+    assert_eq!(
+        (drills[0].job.as_str(), drills[0].outcome.as_str()),
+        ("app", "ok")
+    );
+
+    // The next run retries only the failed job.
+    let rep = coffer.json(&cluster, &["run"], 1);
+    let ran: Vec<&str> = rep["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["ran"] == true)
+        .map(|j| j["job"].as_str().unwrap())
+        .collect();
+    assert_eq!(ran, ["gone"], "{rep}");
+
+    let health = coffer.json(&cluster, &["health"], 2);
+    let problems: Vec<(&str, &str)> = health["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["check"].as_str().unwrap(),
+                p["subject"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(problems.contains(&("backup-failed", "gone")), "{health}");
+    assert!(problems.contains(&("job-age", "gone")), "{health}");
+    assert!(
+        !problems
+            .iter()
+            .any(|(_, s)| *s == "app" || *s == "app-drill"),
+        "{health}"
+    );
+}

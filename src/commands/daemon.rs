@@ -292,12 +292,13 @@ fn zoned_now(vault: &Vault) -> jiff::Zoned {
         .to_zoned(tz)
 }
 
-/// The job's newest committed backup's start, in the settings' zone.
-fn last_backup(vault: &Vault, job: &str) -> Result<Option<jiff::Zoned>> {
+/// When the job last ran (the rule of `coffer run`), in the settings' zone.
+fn last_backup(vault: &Vault, job: &JobSettings) -> Result<Option<jiff::Zoned>> {
     let tz = vault.settings.time_zone()?;
-    Ok(vault
-        .catalog()?
-        .last_backup(job)?
+    let Some(source) = &job.source else {
+        return Ok(None);
+    };
+    Ok(super::run::last_run(&vault.catalog()?, &job.name, source)?
         .and_then(|t| t.parse::<jiff::Timestamp>().ok())
         .map(|t| t.to_zoned(tz)))
 }
@@ -306,7 +307,7 @@ fn is_due(vault: &Vault, job: &JobSettings) -> Result<bool> {
     let Some(schedule) = &job.schedule else {
         return Ok(false);
     };
-    Ok(schedule.due(last_backup(vault, &job.name)?.as_ref(), &zoned_now(vault)))
+    Ok(schedule.due(last_backup(vault, job)?.as_ref(), &zoned_now(vault)))
 }
 
 /// How long to sleep: until the soonest due time or retry, at most a
@@ -324,8 +325,7 @@ fn next_wake(
             wait = wait.min(t.saturating_duration_since(Instant::now()));
             continue;
         }
-        let (Some(schedule), Ok(Some(last))) = (&job.schedule, last_backup(vault, &job.name))
-        else {
+        let (Some(schedule), Ok(Some(last))) = (&job.schedule, last_backup(vault, job)) else {
             continue;
         };
         let next = match schedule {

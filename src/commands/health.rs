@@ -135,11 +135,30 @@ pub fn health(vault: &Vault) -> Result<HealthReport> {
     let snaps = catalog.snapshots(None)?;
     let mut scheduled = 0;
     for job in &jobs {
-        let (Some(schedule), Some(_)) = (&job.schedule, &job.source) else {
+        let (Some(schedule), Some(source)) = (&job.schedule, &job.source) else {
             continue;
         };
         scheduled += 1;
         let limit = schedule.period(&zoned_now) + grace;
+        if let crate::vault::jobs::JobSource::Drill { of, .. } = source {
+            // A drill job makes no snapshot: its last drill must be recent
+            // (a failed one is `drill-failed`).
+            let last = super::run::last_run(&catalog, &job.name, source)?;
+            if last.as_deref().is_none_or(|t| age(t) > limit) {
+                push(
+                    Severity::Warning,
+                    "drill-overdue",
+                    Some(job.name.clone()),
+                    format!(
+                        "job {}: no restore drill of job {of} within its schedule ({}); run `coffer run {}` where the identity is",
+                        job.name,
+                        human(limit),
+                        job.name
+                    ),
+                );
+            }
+            continue;
+        }
         let newest = snaps
             .iter()
             .filter(|s| s.job == job.name)

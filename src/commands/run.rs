@@ -135,8 +135,7 @@ pub fn run(vault: &Vault, names: &[String], progress: &dyn Progress) -> Result<R
             continue;
         };
         if !named {
-            let last = catalog
-                .last_backup(&job.name)?
+            let last = last_run(&catalog, &job.name, source)?
                 .and_then(|t| t.parse::<jiff::Timestamp>().ok())
                 .map(|t| t.to_zoned(tz.clone()));
             match &job.schedule {
@@ -158,8 +157,17 @@ pub fn run(vault: &Vault, names: &[String], progress: &dyn Progress) -> Result<R
         entry.ran = true;
         entry.alert_problems = notifier.started(job.ping.as_deref());
         let started = std::time::Instant::now();
-        match backup_job(vault, job, source, progress) {
-            Ok(rep) => {
+        let result = match source {
+            JobSource::Drill { of, scratch } => {
+                drill_job(vault, of, scratch, progress, &mut entry);
+                entry.seconds = started.elapsed().as_secs_f64();
+                None
+            }
+            _ => Some(backup_job(vault, job, source, progress)),
+        };
+        match result {
+            None => {}
+            Some(Ok(rep)) => {
                 entry.snapshot = Some(rep.id.to_hex());
                 let pending = rep.offsite.iter().find(|o| !o.complete);
                 entry.outcome = Some(if pending.is_some() { "partial" } else { "ok" }.into());
@@ -188,7 +196,7 @@ pub fn run(vault: &Vault, names: &[String], progress: &dyn Progress) -> Result<R
                     }
                 }
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 entry.outcome = Some("failed".into());
                 entry.error = Some(e.to_string());
                 entry.seconds = started.elapsed().as_secs_f64();
@@ -227,7 +235,7 @@ fn backup_job(
             }
             JobSource::File(p) => Box::new(FileSource::open(p)?),
             JobSource::Command(argv) => Box::new(CommandSource::start(argv)?),
-            JobSource::PgDump(_) | JobSource::PgBasebackup(_) => {
+            JobSource::PgDump(_) | JobSource::PgBasebackup(_) | JobSource::Drill { .. } => {
                 return Err(Error::Internal {
                     what: "coffer run".into(),
                     detail: "a PostgreSQL job reached the stream sources".into(),
@@ -267,6 +275,58 @@ fn backup_job(
                 let mut src = start(other)?;
                 super::backup::backup_unrecorded(vault, src.as_mut(), &req, progress)
             })
+        }
+    }
+}
+
+/// When the job last ran, for its schedule: its newest backup that
+/// committed, or for a drill the newest drill of the job it drills (a
+/// failed drill is not retried until its next time: health reports it).
+pub(crate) fn last_run(
+    catalog: &crate::catalog::Catalog,
+    job: &str,
+    source: &JobSource,
+) -> Result<Option<String>> {
+    Ok(match source {
+        JobSource::Drill { of, .. } => catalog
+            .runs(Some(of), 10_000)?
+            .into_iter()
+            .find(|r| r.kind == "restore-test" && r.outcome != "running")
+            .map(|r| r.started),
+        _ => catalog.last_backup(job)?,
+    })
+}
+
+/// A restore drill of `of`'s newest pg_dump snapshot into `scratch`;
+/// its outcome goes into `entry` (`ok` when it passed).
+fn drill_job(vault: &Vault, of: &str, scratch: &str, progress: &dyn Progress, entry: &mut JobRun) {
+    let result = (|| -> Result<super::drill::DrillReport> {
+        let manifest = super::restore::find(vault, "latest", Some(of))?;
+        let ctx = super::read_context(vault, None, "a restore drill job")?;
+        let opts = super::drill::DrillOptions {
+            scratch: ConnInfo::parse(scratch).map_err(Error::from)?,
+            keep: false,
+        };
+        super::drill::drill(vault, &ctx, &manifest, &opts, progress)
+    })();
+    match result {
+        Ok(rep) => {
+            entry.snapshot = Some(rep.snapshot.clone());
+            entry.outcome = Some(if rep.passed { "ok" } else { "failed" }.into());
+            if !rep.passed {
+                entry.error = Some(match (&rep.restore_error, &rep.comparison) {
+                    (Some(e), _) => format!("the drill's restore failed: {e}"),
+                    (None, Some(c)) => format!(
+                        "the restored database differs from the backup's facts in {} place(s)",
+                        c.differences.len()
+                    ),
+                    _ => "the drill did not pass".into(),
+                });
+            }
+        }
+        Err(e) => {
+            entry.outcome = Some("failed".into());
+            entry.error = Some(e.to_string());
         }
     }
 }

@@ -44,6 +44,14 @@ pub enum JobSource {
     File(PathBuf),
     /// A command's standard output (program, then its arguments).
     Command(Vec<String>),
+    /// A restore drill of another job's newest pg_dump snapshot into a
+    /// scratch server (needs the identity; run it where the identity is).
+    Drill {
+        /// The job whose newest snapshot is drilled.
+        of: String,
+        /// The scratch server (conninfo; empty: the PG* environment).
+        scratch: String,
+    },
 }
 
 /// When a job is due.
@@ -149,6 +157,12 @@ pub struct RawJob {
     /// A command whose output is backed up (program, arguments).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
+    /// A restore drill of this job's newest pg_dump snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<String>,
+    /// The drill's scratch server (conninfo) [default: PG* environment].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch: Option<String>,
     /// An interval (humantime: `24h`, `6h`, `30m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub every: Option<String>,
@@ -202,11 +216,20 @@ impl TryFrom<RawJob> for JobSettings {
             }
             sources.push(JobSource::Command(c.clone()));
         }
+        if let Some(of) = &raw.drill {
+            sources.push(JobSource::Drill {
+                of: of.clone(),
+                scratch: raw.scratch.clone().unwrap_or_default(),
+            });
+        }
         if sources.len() > 1 {
             return Err(job(
-                "give one of pg-dump, pg-basebackup, directory, file or command (a job backs up one thing)"
+                "give one of pg-dump, pg-basebackup, directory, file, command or drill (a job does one thing)"
                     .into(),
             ));
+        }
+        if raw.scratch.is_some() && raw.drill.is_none() {
+            return Err(job("scratch applies only to a drill".into()));
         }
         if !raw.exclude.is_empty() && raw.directory.is_none() {
             return Err(job("exclude applies only to a directory".into()));
