@@ -7,6 +7,8 @@
 
 #[path = "support/cli.rs"]
 mod cli_support;
+#[path = "support/s3.rs"]
+mod s3;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -31,8 +33,13 @@ struct Daemon {
 
 impl Daemon {
     fn start(v: &Vault) -> Daemon {
+        Daemon::start_with(v, &[])
+    }
+
+    fn start_with(v: &Vault, env: &[(String, String)]) -> Daemon {
         let mut child = v
             .cmd()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .args(["daemon", "--log-format", "json"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -249,4 +256,82 @@ fn a_prometheus_server_scrapes_the_daemon() {
     // Prometheus renames the exporter's `job` label (it has its own).
     assert_eq!(r["metric"]["exported_job"], "files", "{answer}");
     assert_eq!(r["value"][1], "1", "{answer}");
+}
+
+#[test]
+fn an_offsite_upload_that_fails_is_retried_with_backoff_until_the_tier_is_back() {
+    let server = s3::s3s_fs();
+    let v = Vault::uninit();
+    let url = format!("s3://{}/daemon", server.bucket());
+    let env = server.env();
+    let local = v.vault.to_str().unwrap().to_string();
+    let endpoint = server.endpoint();
+    let o = v
+        .cmd()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .args([
+            "init",
+            "--local",
+            &local,
+            "--s3",
+            &url,
+            "--s3-endpoint",
+            &endpoint,
+        ])
+        .args(["--s3-region", server.region()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let data = v.work.join("data.bin");
+    std::fs::write(&data, random_bytes(9, 200_000)).unwrap();
+    append(
+        &v,
+        &format!(
+            "\n[daemon]\nretry-base = \"1s\"\n\n[[jobs]]\nname = \"files\"\nfile = \"{}\"\nevery = \"1h\"\n",
+            data.display()
+        ),
+    );
+    server.stop();
+    let mut d = Daemon::start_with(&v, &env);
+    let done = d.until("the backup", |e| e["event"] == "job-finished");
+    assert_eq!(done["outcome"], "partial", "{done}");
+    // Each failed sync waits twice as long as the one before.
+    let first = d.until("a failed sync", |e| e["event"] == "sync-finished");
+    assert_eq!(
+        (
+            first["outcome"].as_str(),
+            first["retry_in_seconds"].as_u64()
+        ),
+        (Some("failed"), Some(1)),
+        "{first}"
+    );
+    let second = d.until("another failed sync", |e| e["event"] == "sync-finished");
+    assert_eq!(
+        (
+            second["outcome"].as_str(),
+            second["retry_in_seconds"].as_u64()
+        ),
+        (Some("failed"), Some(2)),
+        "{second}"
+    );
+    server.start_again();
+    let ok = d.until("a sync that works", |e| {
+        e["event"] == "sync-finished" && e["outcome"] == "ok"
+    });
+    assert!(ok["retry_in_seconds"].is_null(), "{ok}");
+    let o = v
+        .cmd()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .args(["--json", "status"])
+        .output()
+        .unwrap();
+    let st: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let s3 = st
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tier"] == "s3")
+        .unwrap();
+    assert_eq!(s3["packs_pending"], 0, "{st}");
+    assert_eq!(s3["snapshots_complete"], 1, "{st}");
 }

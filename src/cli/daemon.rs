@@ -79,6 +79,23 @@ fn text(e: &LogEvent) -> String {
                 )
             }
         }
+        LogEvent::SyncStarted { pid } => {
+            format!("sync started (pid {pid}): uploading what is pending offsite")
+        }
+        LogEvent::SyncFinished {
+            outcome,
+            error,
+            retry_in_seconds,
+        } => format!(
+            "sync {outcome}{}{}",
+            error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default(),
+            retry_in_seconds
+                .map(|s| format!("; retrying in {s}s"))
+                .unwrap_or_default()
+        ),
         LogEvent::Stopped => "daemon stopped".into(),
         LogEvent::Error { message } => format!("error: {message}"),
     }

@@ -17,9 +17,11 @@
 //! committed before its last step (vault-format/SPEC.md, "Commit last").
 //! It then exits 0.
 //!
-//! A job whose run failed (or could not commit offsite) stays due; it is
-//! retried after a backoff of 30 s doubling to its period, so a broken job
-//! does not spin. A job's retention runs inside `coffer run`.
+//! A job whose run failed stays due; it is retried after a backoff of
+//! `retry-base` (30 s) doubling up to its period, so a broken job does not
+//! spin. A job that committed but left an offsite copy pending is done; the
+//! upload is retried by `coffer sync` children, with the same backoff up to
+//! an hour, until one succeeds. A job's retention runs inside `coffer run`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -67,6 +69,20 @@ pub enum LogEvent {
         /// When it is tried again after a failure.
         retry_in_seconds: Option<u64>,
     },
+    /// `coffer sync` started, to upload what a job left pending offsite.
+    SyncStarted {
+        /// Its process.
+        pid: u32,
+    },
+    /// That sync ended.
+    SyncFinished {
+        /// `ok` or `failed`.
+        outcome: String,
+        /// Why it failed (e.g. the tier is unreachable).
+        error: Option<String>,
+        /// When it is tried again.
+        retry_in_seconds: Option<u64>,
+    },
     /// A signal asked the daemon to stop.
     Stopping {
         /// The signal's number.
@@ -92,11 +108,15 @@ pub trait Log: Sync {
 enum Msg {
     Signal(i32),
     Done {
-        job: String,
-        report: std::result::Result<RunReport, String>,
+        task: String,
+        output: std::result::Result<std::process::Output, String>,
         seconds: f64,
     },
 }
+
+/// The name `coffer sync` runs under in the task table (no job name has a
+/// `/`).
+const SYNC: &str = "/sync";
 
 /// Runs the schedule until SIGTERM or SIGINT. `exe` is this program,
 /// started as `exe --config SETTINGS --json --quiet run JOB` per job.
@@ -122,6 +142,13 @@ pub fn daemon(vault: &Vault, exe: &std::path::Path, log: &dyn Log) -> Result<()>
         "[daemon] jitter",
         Duration::ZERO,
     )?;
+    let retry_base = crate::vault::settings::duration_setting(
+        &vault.settings.daemon.retry_base,
+        "[daemon] retry-base",
+        Duration::from_secs(30),
+    )?
+    .max(Duration::from_secs(1));
+    let backoff = |n: u32, cap: Duration| (retry_base * (1u32 << (n.max(1) - 1).min(10))).min(cap);
     let (tx, rx) = mpsc::channel::<Msg>();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -154,8 +181,23 @@ pub fn daemon(vault: &Vault, exe: &std::path::Path, log: &dyn Log) -> Result<()>
     let mut running: HashMap<String, u32> = HashMap::new();
     let mut not_before: HashMap<String, Instant> = HashMap::new();
     let mut failures: HashMap<String, u32> = HashMap::new();
+    let mut sync_due: Option<Instant> = None;
+    let mut sync_failures = 0u32;
     let mut stopping = false;
     loop {
+        if !stopping && !running.contains_key(SYNC) && sync_due.is_some_and(|t| Instant::now() >= t)
+        {
+            sync_due = None;
+            match spawn_task(vault, exe, SYNC, &["sync"], tx.clone()) {
+                Ok(pid) => {
+                    log.event(&LogEvent::SyncStarted { pid });
+                    running.insert(SYNC.into(), pid);
+                }
+                Err(e) => log.event(&LogEvent::Error {
+                    message: format!("cannot start coffer sync: {e}"),
+                }),
+            }
+        }
         if !stopping {
             for job in &jobs {
                 if running.contains_key(&job.name) {
@@ -179,7 +221,7 @@ pub fn daemon(vault: &Vault, exe: &std::path::Path, log: &dyn Log) -> Result<()>
                     continue;
                 }
                 not_before.remove(&job.name);
-                match spawn_job(vault, exe, &job.name, tx.clone()) {
+                match spawn_task(vault, exe, &job.name, &["run", &job.name], tx.clone()) {
                     Ok(pid) => {
                         log.event(&LogEvent::JobStarted {
                             job: job.name.clone(),
@@ -196,7 +238,14 @@ pub fn daemon(vault: &Vault, exe: &std::path::Path, log: &dyn Log) -> Result<()>
         let wait = if stopping {
             Duration::from_secs(3600)
         } else {
-            next_wake(vault, &jobs, &running, &not_before)
+            let w = next_wake(vault, &jobs, &running, &not_before);
+            match sync_due {
+                Some(t) => w.min(
+                    t.saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(100)),
+                ),
+                None => w,
+            }
         };
         match rx.recv_timeout(wait) {
             Ok(Msg::Signal(signal)) => {
@@ -220,52 +269,91 @@ pub fn daemon(vault: &Vault, exe: &std::path::Path, log: &dyn Log) -> Result<()>
                 }
             }
             Ok(Msg::Done {
-                job,
-                report,
+                task,
+                output,
                 seconds,
             }) => {
-                running.remove(&job);
-                let period = jobs
-                    .iter()
-                    .find(|j| j.name == job)
-                    .and_then(|j| j.schedule.as_ref())
-                    .map(|s| s.period(&zoned_now(vault)))
-                    .unwrap_or(Duration::from_secs(3600));
-                let entry = report.as_ref().ok().and_then(|r| r.jobs.first().cloned());
-                let outcome = match (&report, &entry) {
-                    _ if stopping => "interrupted".to_string(),
-                    (Ok(_), Some(e)) if e.ran => e.outcome.clone().unwrap_or_default(),
-                    (Ok(_), _) => "skipped".into(),
-                    (Err(_), _) => "failed".into(),
-                };
-                let error = match (&report, &entry) {
-                    (Err(e), _) => Some(e.clone()),
-                    (Ok(_), Some(e)) => e.error.clone(),
-                    _ => None,
-                };
-                let retry = if outcome == "failed" || outcome == "partial" {
-                    let n = failures.entry(job.clone()).or_default();
-                    *n += 1;
-                    let backoff = Duration::from_secs(30 << (*n - 1).min(10)).min(period);
-                    not_before.insert(job.clone(), Instant::now() + backoff);
-                    Some(backoff.as_secs())
+                running.remove(&task);
+                if task == SYNC {
+                    let failed = match &output {
+                        Ok(o) if o.status.success() => None,
+                        Ok(o) => Some(last_line(&o.stderr, o.status)),
+                        Err(e) => Some(e.clone()),
+                    };
+                    let retry = match &failed {
+                        _ if stopping => None,
+                        Some(_) => {
+                            sync_failures += 1;
+                            let b = backoff(sync_failures, Duration::from_secs(3600));
+                            sync_due = Some(Instant::now() + b);
+                            Some(b.as_secs())
+                        }
+                        None => {
+                            sync_failures = 0;
+                            None
+                        }
+                    };
+                    log.event(&LogEvent::SyncFinished {
+                        outcome: if failed.is_some() { "failed" } else { "ok" }.into(),
+                        error: failed,
+                        retry_in_seconds: retry,
+                    });
                 } else {
-                    failures.remove(&job);
-                    None
-                };
-                for p in entry.iter().flat_map(|e| e.alert_problems.iter()) {
-                    log.event(&LogEvent::Error {
-                        message: format!("job {job}: {p}"),
+                    let job = task;
+                    let report = output.and_then(|o| {
+                        serde_json::from_slice::<RunReport>(&o.stdout)
+                            .map_err(|_| last_line(&o.stderr, o.status))
+                    });
+                    let period = jobs
+                        .iter()
+                        .find(|j| j.name == job)
+                        .and_then(|j| j.schedule.as_ref())
+                        .map(|s| s.period(&zoned_now(vault)))
+                        .unwrap_or(Duration::from_secs(3600));
+                    let entry = report.as_ref().ok().and_then(|r| r.jobs.first().cloned());
+                    let outcome = match (&report, &entry) {
+                        _ if stopping => "interrupted".to_string(),
+                        (Ok(_), Some(e)) if e.ran => e.outcome.clone().unwrap_or_default(),
+                        (Ok(_), _) => "skipped".into(),
+                        (Err(_), _) => "failed".into(),
+                    };
+                    let error = match (&report, &entry) {
+                        (Err(e), _) => Some(e.clone()),
+                        (Ok(_), Some(e)) => e.error.clone(),
+                        _ => None,
+                    };
+                    // A failed job stays due: it is retried after a backoff.
+                    // A job that committed but left an offsite copy pending
+                    // is done; `coffer sync` retries the upload.
+                    let retry = if outcome == "failed" {
+                        let n = failures.entry(job.clone()).or_default();
+                        *n += 1;
+                        let b = backoff(*n, period);
+                        not_before.insert(job.clone(), Instant::now() + b);
+                        Some(b.as_secs())
+                    } else {
+                        failures.remove(&job);
+                        None
+                    };
+                    if outcome == "partial" && sync_due.is_none() && !running.contains_key(SYNC) {
+                        sync_due = Some(
+                            Instant::now() + backoff(sync_failures + 1, Duration::from_secs(3600)),
+                        );
+                    }
+                    for p in entry.iter().flat_map(|e| e.alert_problems.iter()) {
+                        log.event(&LogEvent::Error {
+                            message: format!("job {job}: {p}"),
+                        });
+                    }
+                    log.event(&LogEvent::JobFinished {
+                        job,
+                        outcome,
+                        snapshot: entry.and_then(|e| e.snapshot),
+                        error,
+                        seconds,
+                        retry_in_seconds: retry,
                     });
                 }
-                log.event(&LogEvent::JobFinished {
-                    job,
-                    outcome,
-                    snapshot: entry.and_then(|e| e.snapshot),
-                    error,
-                    seconds,
-                    retry_in_seconds: retry,
-                });
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -345,12 +433,13 @@ fn next_wake(
     wait.max(Duration::from_millis(100))
 }
 
-/// Starts `coffer run JOB` in its own process group; a thread waits for
-/// it and sends its report.
-fn spawn_job(
+/// Starts `coffer ARGS` (a job's `run JOB`, or `sync`) in its own process
+/// group; a thread waits for it and sends its output.
+fn spawn_task(
     vault: &Vault,
     exe: &std::path::Path,
-    job: &str,
+    task: &str,
+    args: &[&str],
     tx: mpsc::Sender<Msg>,
 ) -> std::io::Result<u32> {
     use std::os::unix::process::CommandExt;
@@ -358,33 +447,36 @@ fn spawn_job(
     let child = Command::new(exe)
         .arg("--config")
         .arg(&vault.settings_path)
-        .args(["--json", "--quiet", "run", job])
+        .args(["--json", "--quiet"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()?;
     let pid = child.id();
-    let job = job.to_string();
+    let task = task.to_string();
     std::thread::spawn(move || {
-        let report = match child.wait_with_output() {
-            Ok(o) => serde_json::from_slice::<RunReport>(&o.stdout).map_err(|_| {
-                let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
-                if err.is_empty() {
-                    format!("coffer run ended with {}", o.status)
-                } else {
-                    err
-                }
-            }),
-            Err(e) => Err(format!("waiting for coffer run: {e}")),
-        };
+        let output = child
+            .wait_with_output()
+            .map_err(|e| format!("waiting for coffer: {e}"));
         let _ = tx.send(Msg::Done {
-            job,
-            report,
+            task,
+            output,
             seconds: started.elapsed().as_secs_f64(),
         });
     });
     Ok(pid)
+}
+
+/// A child's last stderr line, or how it ended.
+fn last_line(stderr: &[u8], status: std::process::ExitStatus) -> String {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .unwrap_or_else(|| format!("coffer ended with {status}"))
 }
 
 /// Serves `GET /metrics` on `addr` from a thread; returns the address

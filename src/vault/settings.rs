@@ -207,6 +207,10 @@ pub struct DaemonSettings {
     /// [default: 0s].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<String>,
+    /// The first retry's delay after a failed job or offsite upload,
+    /// doubling with each failure (humantime) [default: 30s].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_base: Option<String>,
 }
 
 impl DaemonSettings {
