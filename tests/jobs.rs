@@ -486,21 +486,43 @@ fn without_jobs_the_seed_variables_describe_a_nightly_dump() {
     let v = Vault::new();
     let seed = |extra: &[(&str, &str)], args: &[&str]| {
         let mut c = v.cmd();
-        for k in ["PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "BACKUP_ENABLED", "BACKUP_INTERVAL"] {
+        for k in [
+            "PGHOST",
+            "PGPORT",
+            "PGDATABASE",
+            "PGUSER",
+            "BACKUP_ENABLED",
+            "BACKUP_INTERVAL",
+        ] {
             c.env_remove(k);
         }
-        c.envs([("PGHOST", "127.0.0.1"), ("PGPORT", "1"), ("PGDATABASE", "app")]);
+        c.envs([
+            ("PGHOST", "127.0.0.1"),
+            ("PGPORT", "1"),
+            ("PGDATABASE", "app"),
+        ]);
         c.envs(extra.iter().copied());
         c.args(args).output().unwrap()
     };
     // PG* name the database: job `db`, due (never ran), fails on the
     // unreachable server with one line.
     let o = seed(&[("BACKUP_INTERVAL", "6")], &["--json", "run"]);
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let rep: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(rep["jobs"][0]["job"], "db", "{rep}");
     assert_eq!(rep["jobs"][0]["reason"], "due", "{rep}");
-    assert!(rep["jobs"][0]["error"].as_str().unwrap().contains("127.0.0.1:1"), "{rep}");
+    assert!(
+        rep["jobs"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1:1"),
+        "{rep}"
+    );
     // BACKUP_ENABLED=false: nothing to run.
     let o = seed(&[("BACKUP_ENABLED", "false")], &["run"]);
     assert_eq!(o.status.code(), Some(2));
@@ -509,5 +531,8 @@ fn without_jobs_the_seed_variables_describe_a_nightly_dump() {
     let o = seed(&[("BACKUP_INTERVAL", "daily")], &["run"]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("BACKUP_INTERVAL=\"daily\"") && err.trim().lines().count() == 1, "{err}");
+    assert!(
+        err.contains("BACKUP_INTERVAL=\"daily\"") && err.trim().lines().count() == 1,
+        "{err}"
+    );
 }

@@ -15,7 +15,6 @@ mod s3;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use pg::PgCluster;
 use serde_json::Value;
@@ -161,34 +160,6 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// Switches to a new WAL segment and waits (bounded) until the server
-/// reports the old one archived: the archiver runs asynchronously.
-fn switch_and_wait_archived(pg: &PgCluster) -> String {
-    let seg = pg.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
-    wait_until(pg, &format!("archived {seg}"), || {
-        let last = pg.psql(
-            "postgres",
-            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
-        );
-        last.as_str() >= seg.as_str()
-    });
-    seg
-}
-
-/// Polls `ok` until it holds; panics with the server log after a minute.
-fn wait_until(pg: &PgCluster, what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ok() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting until {what}\n{}",
-            pg.log_contents()
-        );
-        // Bounded poll of the server's own progress report.
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The content checksum of every pgbench table.
 fn fingerprints(pg: &PgCluster) -> Vec<String> {
     [
@@ -218,17 +189,9 @@ fn recovers_to_a_time_before_a_dropped_table_and_archives_the_new_timeline() {
     let pg = PgCluster::start_with(&strs(&v.archiving("main")));
     pg.pgbench_init("postgres", 2);
 
-    v.ok(&[
-        "backup",
-        "pg",
-        "--physical",
-        "--job",
-        "main",
-        "--dbname",
-        &pg.conninfo("postgres"),
-    ]);
+    base_backup(&v, &pg);
     pgbench(&pg, "300");
-    switch_and_wait_archived(&pg);
+    pg.switch_and_wait_archived();
     let at_target = fingerprints(&pg);
     let target = pg.psql("postgres", "SELECT now()");
     // Load after the target, then the accident.
@@ -246,7 +209,7 @@ fn recovers_to_a_time_before_a_dropped_table_and_archives_the_new_timeline() {
         ),
         "1"
     );
-    switch_and_wait_archived(&pg);
+    pg.switch_and_wait_archived();
 
     let verify = v.json(&["wal", "verify", "--job", "main"]);
     let r = &verify[0];
@@ -285,7 +248,7 @@ fn recovers_to_a_time_before_a_dropped_table_and_archives_the_new_timeline() {
         "{}",
         rec.log_contents()
     );
-    switch_and_wait_archived(&rec);
+    rec.switch_and_wait_archived();
     let verify = v.json(&["wal", "verify", "--job", "main"]);
     let tlis: Vec<u64> = verify[0]["timelines"]
         .as_array()
@@ -304,7 +267,7 @@ fn recovers_to_a_time_before_a_dropped_table_and_archives_the_new_timeline() {
     let on_tli2 = fingerprints(&rec);
     let target2 = rec.psql("postgres", "SELECT now()");
     rec.psql("postgres", "DROP TABLE pgbench_branches");
-    switch_and_wait_archived(&rec);
+    rec.switch_and_wait_archived();
     drop(rec);
     let to2 = PgCluster::new_root();
     restore_pitr(&v, &to2, &["--target-time", &target2]);
@@ -387,15 +350,7 @@ fn recovers_a_cluster_with_a_tablespace_to_a_restore_point_an_lsn_and_immediate(
     );
     // pg_basebackup cannot stream this cluster (two archives): coffer
     // speaks BASE_BACKUP itself.
-    v.ok(&[
-        "backup",
-        "pg",
-        "--physical",
-        "--job",
-        "main",
-        "--dbname",
-        &pg.conninfo("postgres"),
-    ]);
+    base_backup(&v, &pg);
     let at_backup = pg.table_fingerprint("postgres", "t");
     pg.psql(
         "postgres",
@@ -410,7 +365,7 @@ fn recovers_a_cluster_with_a_tablespace_to_a_restore_point_an_lsn_and_immediate(
     let lsn = pg.psql("postgres", "SELECT pg_current_wal_insert_lsn()");
     let at_lsn = pg.table_fingerprint("postgres", "t");
     pg.psql("postgres", "DELETE FROM t WHERE i % 2 = 0");
-    switch_and_wait_archived(&pg);
+    pg.switch_and_wait_archived();
     assert_ne!(pg.table_fingerprint("postgres", "t"), at_lsn);
 
     // The tablespace's own directory is in use: refused, with the way out,
@@ -436,7 +391,7 @@ fn recovers_a_cluster_with_a_tablespace_to_a_restore_point_an_lsn_and_immediate(
             new_ts.display()
         );
         let rec = PgCluster::boot(to, &[]);
-        wait_until(&rec, "recovery promoted", || {
+        rec.wait_until("recovery promoted", || {
             rec.psql("postgres", "SELECT pg_is_in_recovery()") == "f"
         });
         assert_eq!(
@@ -452,6 +407,19 @@ fn recovers_a_cluster_with_a_tablespace_to_a_restore_point_an_lsn_and_immediate(
             new_ts.display().to_string()
         );
     }
+}
+
+/// `coffer backup pg --physical --job main` of `pg`.
+fn base_backup(v: &WalVault, pg: &PgCluster) {
+    v.ok(&[
+        "backup",
+        "pg",
+        "--physical",
+        "--job",
+        "main",
+        "--dbname",
+        &pg.conninfo("postgres"),
+    ]);
 }
 
 /// `coffer restore pitr --job main --target-action promote` into `root`'s
@@ -496,7 +464,7 @@ fn pitr_refused(v: &WalVault, extra: &[&str]) -> String {
 /// waits until its recovery has promoted it.
 fn boot_promoted(v: &WalVault, root: tempfile::TempDir) -> PgCluster {
     let pg = PgCluster::boot(root, &strs(&v.archiving("main")));
-    wait_until(&pg, "recovery promoted", || {
+    pg.wait_until("recovery promoted", || {
         pg.psql("postgres", "SELECT pg_is_in_recovery()") == "f"
     });
     pg
@@ -531,30 +499,7 @@ fn server_user() -> Option<(u32, u32)> {
 /// hands them to archive_command), and the cluster, still running.
 fn segments_from_a_cluster() -> (PgCluster, PathBuf, Vec<PathBuf>) {
     let pg = PgCluster::start_with(&["-c", "wal_level=replica", "-c", "archive_mode=on"]);
-    let dir = pg.server_writable_dir("archive");
-    pg.psql(
-        "postgres",
-        &format!(
-            "ALTER SYSTEM SET archive_command = 'cp %p {}/%f'",
-            dir.display()
-        ),
-    );
-    pg.psql("postgres", "SELECT pg_reload_conf()");
-    pg.psql(
-        "postgres",
-        "CREATE TABLE t AS SELECT generate_series(1, 20000) AS a",
-    );
-    for _ in 0..3 {
-        pg.psql("postgres", "INSERT INTO t SELECT generate_series(1, 1000)");
-        switch_and_wait_archived(&pg);
-    }
-    let mut segs: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().len() == 24)
-        .collect();
-    segs.sort();
-    assert!(segs.len() >= 3, "{segs:?}");
+    let (dir, segs) = pg.archive_with_cp(3);
     (pg, dir, segs)
 }
 
@@ -623,7 +568,7 @@ fn push_and_fetch_keep_postgres_archive_rules() {
     let spooled = pgwal
         .join(".coffer-spool")
         .join(segs[2].file_name().unwrap());
-    wait_until(&pg, "the next segment is prefetched", || spooled.exists());
+    pg.wait_until("the next segment is prefetched", || spooled.exists());
     assert!(fetch_same(&v, &segs[2], &dest).contains("from spool"));
     let o = v.fails(
         &[

@@ -374,30 +374,7 @@ fn seg_name(seg: &Path) -> &str {
 /// copied into a directory of the test's own (the cluster is gone).
 fn segments_from_a_cluster(n: usize) -> (tempfile::TempDir, Vec<PathBuf>) {
     let pg = PgCluster::start_with(&["-c", "wal_level=replica", "-c", "archive_mode=on"]);
-    let dir = pg.server_writable_dir("archive");
-    pg.psql(
-        "postgres",
-        &format!(
-            "ALTER SYSTEM SET archive_command = 'cp %p {}/%f'",
-            dir.display()
-        ),
-    );
-    pg.psql("postgres", "SELECT pg_reload_conf()");
-    pg.psql(
-        "postgres",
-        "CREATE TABLE t AS SELECT generate_series(1, 20000) AS a",
-    );
-    for _ in 0..n {
-        pg.psql("postgres", "INSERT INTO t SELECT generate_series(1, 1000)");
-        switch_and_wait_archived(&pg);
-    }
-    let mut archived: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().len() == 24)
-        .collect();
-    archived.sort();
-    assert!(archived.len() >= n, "{archived:?}");
+    let (_, archived) = pg.archive_with_cp(n);
     let own = tempfile::tempdir().unwrap();
     let segs: Vec<PathBuf> = archived[..n]
         .iter()
@@ -419,27 +396,4 @@ fn segments_from_a_cluster(n: usize) -> (tempfile::TempDir, Vec<PathBuf>) {
     }
     drop(pg);
     (own, segs)
-}
-
-/// Switches to a new WAL segment and waits (bounded) until the server
-/// reports the old one archived: the archiver runs asynchronously.
-fn switch_and_wait_archived(pg: &PgCluster) {
-    let seg = pg.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let last = pg.psql(
-            "postgres",
-            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
-        );
-        if last.as_str() >= seg.as_str() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting until {seg} is archived\n{}",
-            pg.log_contents()
-        );
-        // Bounded poll of the server's own progress report.
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

@@ -433,6 +433,68 @@ impl PgCluster {
         dir
     }
 
+    /// Polls `ok` until it holds; panics with the server log after a
+    /// minute. For what the server does on its own time (archiving,
+    /// recovery).
+    pub fn wait_until(&self, what: &str, mut ok: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting until {what}\n{}",
+                self.log_contents()
+            );
+            // Bounded poll of the server's own progress report.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Switches to a new WAL segment and waits (bounded) until the server
+    /// reports the old one archived; returns its name.
+    pub fn switch_and_wait_archived(&self) -> String {
+        let seg = self.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+        self.wait_until(&format!("archived {seg}"), || {
+            let last = self.psql(
+                "postgres",
+                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+            );
+            last.as_str() >= seg.as_str()
+        });
+        seg
+    }
+
+    /// Archives with `cp` into a directory of its own, writes and switches
+    /// WAL `rounds` times; returns the directory and the segment files in
+    /// it, sorted (the files as PostgreSQL hands them to archive_command).
+    /// The cluster must run with `archive_mode=on`.
+    pub fn archive_with_cp(&self, rounds: usize) -> (PathBuf, Vec<PathBuf>) {
+        let dir = self.server_writable_dir("archive");
+        self.psql(
+            "postgres",
+            &format!(
+                "ALTER SYSTEM SET archive_command = 'cp %p {}/%f'",
+                dir.display()
+            ),
+        );
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        self.psql(
+            "postgres",
+            "CREATE TABLE t AS SELECT generate_series(1, 20000) AS a",
+        );
+        for _ in 0..rounds {
+            self.psql("postgres", "INSERT INTO t SELECT generate_series(1, 1000)");
+            self.switch_and_wait_archived();
+        }
+        let mut segs: Vec<PathBuf> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().len() == 24)
+            .collect();
+        segs.sort();
+        assert!(segs.len() >= rounds, "{segs:?}");
+        (dir, segs)
+    }
+
     /// Uid and gid the server runs as (root only), for running other
     /// programs as the server user.
     pub fn server_owner(&self) -> Option<(u32, u32)> {

@@ -23,9 +23,10 @@
 //! upload is retried by `coffer sync` children, with the same backoff up to
 //! an hour, until one succeeds. A job's retention runs inside `coffer run`.
 
+mod serve;
+mod tasks;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,8 @@ use super::run::RunReport;
 use crate::error::{Error, Result};
 use crate::vault::jobs::JobSettings;
 use crate::vault::Vault;
+use serve::serve_metrics;
+use tasks::{last_line, spawn_task};
 
 /// What the daemon logs, one line each.
 #[derive(Debug, Clone, Serialize)]
@@ -431,90 +434,4 @@ fn next_wake(
         wait = wait.min(Duration::from_millis(left.max(0) as u64));
     }
     wait.max(Duration::from_millis(100))
-}
-
-/// Starts `coffer ARGS` (a job's `run JOB`, or `sync`) in its own process
-/// group; a thread waits for it and sends its output.
-fn spawn_task(
-    vault: &Vault,
-    exe: &std::path::Path,
-    task: &str,
-    args: &[&str],
-    tx: mpsc::Sender<Msg>,
-) -> std::io::Result<u32> {
-    use std::os::unix::process::CommandExt;
-    let started = Instant::now();
-    let child = Command::new(exe)
-        .arg("--config")
-        .arg(&vault.settings_path)
-        .args(["--json", "--quiet"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()?;
-    let pid = child.id();
-    let task = task.to_string();
-    std::thread::spawn(move || {
-        let output = child
-            .wait_with_output()
-            .map_err(|e| format!("waiting for coffer: {e}"));
-        let _ = tx.send(Msg::Done {
-            task,
-            output,
-            seconds: started.elapsed().as_secs_f64(),
-        });
-    });
-    Ok(pid)
-}
-
-/// A child's last stderr line, or how it ended.
-fn last_line(stderr: &[u8], status: std::process::ExitStatus) -> String {
-    String::from_utf8_lossy(stderr)
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| l.trim().to_string())
-        .unwrap_or_else(|| format!("coffer ended with {status}"))
-}
-
-/// Serves `GET /metrics` on `addr` from a thread; returns the address
-/// bound and the server (to stop it).
-fn serve_metrics(
-    settings: PathBuf,
-    addr: &str,
-) -> Result<(String, std::sync::Arc<tiny_http::Server>)> {
-    let server = tiny_http::Server::http(addr).map_err(|e| {
-        Error::Config(format!(
-            "[daemon] metrics-address = {addr:?} cannot be served ({e}); give a free host:port such as 127.0.0.1:9464"
-        ))
-    })?;
-    let bound = server.server_addr().to_string();
-    let server = std::sync::Arc::new(server);
-    let s = server.clone();
-    std::thread::spawn(move || {
-        for req in s.incoming_requests() {
-            let resp = if req.url() == "/metrics" || req.url().starts_with("/metrics?") {
-                match Vault::open(&settings).and_then(|v| super::metrics::metrics(&v)) {
-                    Ok(text) => {
-                        let r = tiny_http::Response::from_string(text);
-                        match tiny_http::Header::from_bytes(
-                            &b"Content-Type"[..],
-                            &b"text/plain; version=0.0.4; charset=utf-8"[..],
-                        ) {
-                            Ok(h) => r.with_header(h),
-                            Err(()) => r,
-                        }
-                    }
-                    Err(e) => tiny_http::Response::from_string(format!("coffer: {e}\n"))
-                        .with_status_code(500),
-                }
-            } else {
-                tiny_http::Response::from_string("coffer serves /metrics\n").with_status_code(404)
-            };
-            let _ = req.respond(resp);
-        }
-    });
-    Ok((bound, server))
 }
