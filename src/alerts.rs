@@ -20,8 +20,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-
 /// `[alerts]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -108,28 +106,34 @@ pub struct Notifier {
     settings: AlertSettings,
     agent: ureq::Agent,
     retries: u32,
+    timeout: Duration,
 }
 
 impl Notifier {
-    /// A notifier for `settings`.
-    ///
-    /// # Errors
-    /// [`crate::Error::Config`] for a timeout humantime cannot read.
-    pub fn new(settings: &AlertSettings) -> Result<Notifier> {
-        let timeout = crate::vault::settings::duration_setting(
+    /// A notifier for `settings`, and a warning when its `timeout` does
+    /// not parse (the default is used: alerts never stop a backup).
+    pub fn new(settings: &AlertSettings) -> (Notifier, Option<String>) {
+        let (timeout, warning) = match crate::vault::settings::duration_setting(
             &settings.timeout,
             "[alerts] timeout",
             Duration::from_secs(10),
-        )?;
+        ) {
+            Ok(t) => (t, None),
+            Err(e) => (Duration::from_secs(10), Some(format!("{e}; using 10s"))),
+        };
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             .build()
             .into();
-        Ok(Notifier {
-            settings: settings.clone(),
-            agent,
-            retries: settings.retries.unwrap_or(3).min(10),
-        })
+        (
+            Notifier {
+                settings: settings.clone(),
+                agent,
+                retries: settings.retries.unwrap_or(3).min(10),
+                timeout,
+            },
+            warning,
+        )
     }
 
     /// A job started: pings `ping/start`.
@@ -216,7 +220,10 @@ impl Notifier {
     fn command(&self, argv: &[String], alert: &Alert) -> Option<String> {
         let (program, args) = argv.split_first()?;
         let run = || -> std::result::Result<(), String> {
-            let status = std::process::Command::new(program)
+            // Its output must not mix with coffer's own (`--json` on
+            // stdout is what the daemon reads): stdout goes nowhere, stderr
+            // to ours.
+            let mut child = std::process::Command::new(program)
                 .args(args)
                 .env("COFFER_EVENT", &alert.event)
                 .env("COFFER_JOB", &alert.job)
@@ -226,12 +233,26 @@ impl Notifier {
                 .env("COFFER_HOST", &alert.host)
                 .env("COFFER_TEXT", &alert.text)
                 .stdin(std::process::Stdio::null())
-                .status()
+                .stdout(std::process::Stdio::null())
+                .spawn()
                 .map_err(|e| e.to_string())?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(format!("it ended with {status}"))
+            // Bounded like the HTTP alerts: a hung command must not hold
+            // the job (and its lock) forever.
+            let deadline = std::time::Instant::now() + self.timeout;
+            loop {
+                match child.try_wait().map_err(|e| e.to_string())? {
+                    Some(status) if status.success() => return Ok(()),
+                    Some(status) => return Err(format!("it ended with {status}")),
+                    None if std::time::Instant::now() >= deadline => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return Err(format!(
+                            "it did not finish within {}",
+                            humantime::format_duration(self.timeout)
+                        ));
+                    }
+                    None => std::thread::sleep(Duration::from_millis(20)),
+                }
             }
         };
         self.retry("command", program, run)

@@ -108,7 +108,7 @@ fn jobs_ping_post_a_webhook_and_run_a_command_on_failure() {
             r#"
 [alerts]
 webhook = "http://{h}/hooks/T0/secret-token"
-command = ["sh", "-c", "env | grep ^COFFER_ | sort > {env}"]
+command = ["sh", "-c", "echo noise for stdout; env | grep ^COFFER_ | sort > {env}"]
 retries = 2
 timeout = "5s"
 
@@ -130,6 +130,7 @@ ping = "http://{p}/ping/bad/"
     );
     let o = v.run(&["--json", "run", "good", "bad"]);
     assert_eq!(o.status.code(), Some(1));
+    // The alert command's own output stays out of coffer's JSON.
     let rep: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(
         rep["jobs"]

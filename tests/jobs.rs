@@ -479,6 +479,9 @@ fn verify_with_a_budget_reads_the_oldest_checked_packs_first_and_covers_all() {
     v.ok(&["verify", "--budget", "10m", "--tier", "local"]);
     let o = v.fails(&["verify", "--budget", "lots"], 2);
     assert!(stderr(&o).contains("not a budget"), "{}", stderr(&o));
+    // `20M` would be 20 months to humantime: refused as ambiguous.
+    let o = v.fails(&["verify", "--budget", "20M"], 2);
+    assert!(stderr(&o).contains("ambiguous"), "{}", stderr(&o));
 }
 
 #[test]

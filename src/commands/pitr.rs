@@ -153,10 +153,14 @@ pub fn restore_pitr(
             for dir in &made {
                 let _ = std::fs::remove_dir_all(dir);
             }
-            for t in &tablespaces {
+            // A directory that was there (empty) keeps nothing of this
+            // restore: its files are under the server's version directory.
+            for t in tablespaces.iter().filter(|t| !made.contains(&t.dir)) {
                 if let Ok(d) = std::fs::read_dir(&t.dir) {
                     for e in d.flatten() {
-                        let _ = std::fs::remove_dir_all(e.path());
+                        if e.file_name().to_string_lossy().starts_with("PG_") {
+                            let _ = std::fs::remove_dir_all(e.path());
+                        }
                     }
                 }
             }
@@ -215,14 +219,14 @@ fn place_tablespaces(facts: &BaseFacts, opts: &PitrOptions) -> Result<Vec<Restor
             )));
         }
     }
-    let mut placed = Vec::new();
+    let mut placed: Vec<RestoredTablespace> = Vec::new();
     for t in &facts.tablespaces {
         let dir = opts
             .tablespace_mapping
             .iter()
             .find(|(old, _)| Path::new(&t.location) == old)
             .map_or_else(|| PathBuf::from(&t.location), |(_, new)| new.clone());
-        if !dir.is_absolute() || dir.starts_with(&opts.to) {
+        if !dir.is_absolute() || dir.starts_with(absolute(&opts.to)) {
             return Err(Error::Config(format!(
                 "tablespace directory {} must be an absolute path outside the data directory",
                 dir.display()
@@ -239,6 +243,14 @@ fn place_tablespaces(facts: &BaseFacts, opts: &PitrOptions) -> Result<Vec<Restor
                 )));
             }
         }
+        if let Some(other) = placed.iter().find(|p| p.dir == dir) {
+            return Err(Error::Config(format!(
+                "tablespaces {} and {} would both go to {}; map each to its own directory",
+                other.oid,
+                t.oid,
+                dir.display()
+            )));
+        }
         placed.push(RestoredTablespace {
             oid: t.oid,
             was: t.location.clone(),
@@ -248,11 +260,35 @@ fn place_tablespaces(facts: &BaseFacts, opts: &PitrOptions) -> Result<Vec<Restor
     Ok(placed)
 }
 
+/// `p` from the current directory when relative (for comparisons).
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
 /// Creates the tablespace directories that do not exist (mode 0700);
 /// returns them, for removal if the restore fails.
 fn make_tablespace_dirs(tablespaces: &[RestoredTablespace]) -> Result<Vec<PathBuf>> {
-    use std::os::unix::fs::DirBuilderExt;
     let mut made = Vec::new();
+    match make_each(tablespaces, &mut made) {
+        Ok(()) => Ok(made),
+        Err(e) => {
+            // Half made: nothing of this run stays behind.
+            for dir in &made {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn make_each(tablespaces: &[RestoredTablespace], made: &mut Vec<PathBuf>) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
     for t in tablespaces {
         if !t.dir.exists() {
             std::fs::DirBuilder::new()
@@ -272,7 +308,7 @@ fn make_tablespace_dirs(tablespaces: &[RestoredTablespace]) -> Result<Vec<PathBu
             }
         })?;
     }
-    Ok(made)
+    Ok(())
 }
 
 /// The base backup for the target (see the module docs).

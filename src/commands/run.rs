@@ -106,7 +106,10 @@ pub fn run(vault: &Vault, names: &[String], progress: &dyn Progress) -> Result<R
         .unwrap_or_else(|_| jiff::Timestamp::now())
         .to_zoned(tz.clone());
     let catalog = vault.catalog()?;
-    let notifier = crate::alerts::Notifier::new(&vault.settings.alerts)?;
+    let (notifier, warning) = crate::alerts::Notifier::new(&vault.settings.alerts);
+    if let Some(w) = warning {
+        progress.event(&crate::progress::Event::Warning(w));
+    }
     let mut out = Vec::new();
     for job in &jobs {
         let named = names.contains(&job.name);
@@ -149,11 +152,36 @@ pub fn run(vault: &Vault, names: &[String], progress: &dyn Progress) -> Result<R
             }
         }
         entry.reason = if named { "named" } else { "due" }.into();
-        let Some(_lock) = job_lock(vault, &job.name) else {
-            entry.reason = "running elsewhere".into();
-            out.push(entry);
-            continue;
+        let _lock = match job_lock(vault, &job.name) {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                entry.reason = "running elsewhere".into();
+                out.push(entry);
+                continue;
+            }
+            Err(e) => {
+                entry.outcome = Some("failed".into());
+                entry.error = Some(e.to_string());
+                out.push(entry);
+                continue;
+            }
         };
+        // Judged again under the lock: a run that held it may have just
+        // made the backup this one was about to make.
+        if !named {
+            let last = last_run(&catalog, &job.name, source)?
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(|t| t.to_zoned(tz.clone()));
+            if !job
+                .schedule
+                .as_ref()
+                .is_some_and(|s| s.due(last.as_ref(), &now))
+            {
+                entry.reason = "not due".into();
+                out.push(entry);
+                continue;
+            }
+        }
         entry.ran = true;
         entry.alert_problems = notifier.started(job.ping.as_deref());
         let started = std::time::Instant::now();
@@ -331,10 +359,16 @@ fn drill_job(vault: &Vault, of: &str, scratch: &str, progress: &dyn Progress, en
     }
 }
 
-/// The lock a job holds while it runs: `<catalog>.job-<name>.lock`. `None`
-/// when another process holds it.
-fn job_lock(vault: &Vault, job: &str) -> Option<std::fs::File> {
+/// The lock a job holds while it runs: `<catalog>.job-<name>.lock`.
+/// `Ok(None)` when another process holds it.
+fn job_lock(vault: &Vault, job: &str) -> Result<Option<std::fs::File>> {
     let mut p = vault.settings.catalog.clone().into_os_string();
     p.push(format!(".job-{job}.lock"));
-    super::wal::try_lock(&PathBuf::from(p))
+    let path = PathBuf::from(p);
+    super::wal::lock_or_busy(&path).map_err(|e| {
+        Error::Config(format!(
+            "cannot take job {job}'s lock {}: {e}; check who owns it (a run as another user leaves it theirs)",
+            path.display()
+        ))
+    })
 }

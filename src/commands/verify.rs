@@ -84,6 +84,12 @@ impl std::str::FromStr for Budget {
             .find(|c: char| !c.is_ascii_digit() && c != '.')
             .unwrap_or(t.len());
         let (num, unit) = t.split_at(digits);
+        // humantime reads `20M` as 20 months: a size was almost surely meant.
+        if unit.trim() == "M" {
+            return Err(format!(
+                "--budget {s:?} is ambiguous; write 20MB or 20MiB for a size, 20min for a time"
+            ));
+        }
         let mult: Option<u64> = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => Some(1),
             "k" | "kb" => Some(1000),

@@ -200,17 +200,30 @@ fn upload_lock(vault: &Vault) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// An advisory lock held while the returned file is open.
-pub(crate) fn try_lock(path: &Path) -> Option<File> {
+/// An advisory lock held while the returned file is open; `None` when
+/// it is held or cannot be taken (the helpers here are best effort).
+fn try_lock(path: &Path) -> Option<File> {
+    lock_or_busy(path).ok().flatten()
+}
+
+/// An advisory lock held while the returned file is open: `Ok(None)` when
+/// another process holds it; an error when it cannot be taken at all (a
+/// lock file another user owns, a read-only directory).
+///
+/// # Errors
+/// Opening the lock file or locking it, other than "held".
+pub(crate) fn lock_or_busy(path: &Path) -> std::io::Result<Option<File>> {
     use rustix::fs::{flock, FlockOperation};
     let f = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(path)
-        .ok()?;
-    flock(&f, FlockOperation::NonBlockingLockExclusive).ok()?;
-    Some(f)
+        .open(path)?;
+    match flock(&f, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(f)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Starts this program again, detached from PostgreSQL's pipes, with the

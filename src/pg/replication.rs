@@ -64,6 +64,28 @@ pub struct Replication {
     stream: Box<dyn Stream>,
     buf: BytesMut,
     target: String,
+    closer: Closer,
+}
+
+/// Closes a replication connection from another thread: a backup that
+/// stops early must not wait for the server's next message (a spread
+/// checkpoint, or WAL archiving, can take minutes).
+#[derive(Debug)]
+pub enum Closer {
+    /// A TCP connection.
+    Tcp(TcpStream),
+    /// A Unix-socket connection.
+    Unix(UnixStream),
+}
+
+impl Closer {
+    /// Shuts the connection down both ways; the reader sees its end.
+    pub fn close(&self) {
+        let _ = match self {
+            Closer::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Closer::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
 }
 
 impl Replication {
@@ -80,11 +102,12 @@ impl Replication {
             target: target.clone(),
             detail,
         };
-        let stream = open(&cfg).map_err(|e| fail(e.to_string()))?;
+        let (stream, closer) = open(&cfg).map_err(|e| fail(e.to_string()))?;
         let mut r = Replication {
             stream,
             buf: BytesMut::with_capacity(1 << 16),
             target: target.clone(),
+            closer,
         };
         let user = cfg.get_user().unwrap_or_default().to_string();
         let mut params = vec![("user", user.as_str()), ("replication", "true")];
@@ -254,6 +277,17 @@ impl Replication {
         }
     }
 
+    /// A handle that closes this connection from another thread.
+    ///
+    /// # Errors
+    /// When the socket cannot be duplicated.
+    pub fn closer(&self) -> io::Result<Closer> {
+        Ok(match &self.closer {
+            Closer::Tcp(s) => Closer::Tcp(s.try_clone()?),
+            Closer::Unix(s) => Closer::Unix(s.try_clone()?),
+        })
+    }
+
     /// Runs `BASE_BACKUP` (PostgreSQL 15 or later) and hands its stream to
     /// `sink` in order. An error from `sink` ends the backup (the server
     /// aborts it when the connection closes).
@@ -370,8 +404,10 @@ impl Replication {
     }
 }
 
-/// The first host of `cfg` that accepts a connection.
-fn open(cfg: &tokio_postgres::Config) -> io::Result<Box<dyn Stream>> {
+/// The first host of `cfg` that accepts a connection, and its closer.
+/// TCP connections get keepalives, as libpq (and so pg_basebackup) sets
+/// them: a half-open connection must end the backup, not hang it.
+fn open(cfg: &tokio_postgres::Config) -> io::Result<(Box<dyn Stream>, Closer)> {
     use tokio_postgres::config::Host;
     let timeout = cfg
         .get_connect_timeout()
@@ -381,9 +417,12 @@ fn open(cfg: &tokio_postgres::Config) -> io::Result<Box<dyn Stream>> {
     let port = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
     let mut last = io::Error::other("no host to connect to");
     for (i, host) in cfg.get_hosts().iter().enumerate() {
-        let attempt: io::Result<Box<dyn Stream>> = match host {
+        let attempt: io::Result<(Box<dyn Stream>, Closer)> = match host {
             Host::Unix(dir) => UnixStream::connect(dir.join(format!(".s.PGSQL.{}", port(i))))
-                .map(|s| Box::new(s) as Box<dyn Stream>),
+                .and_then(|s| {
+                    let c = s.try_clone()?;
+                    Ok((Box::new(s) as Box<dyn Stream>, Closer::Unix(c)))
+                }),
             Host::Tcp(name) => {
                 let addr = cfg
                     .get_hostaddrs()
@@ -402,7 +441,13 @@ fn open(cfg: &tokio_postgres::Config) -> io::Result<Box<dyn Stream>> {
                         match TcpStream::connect_timeout(&a, timeout) {
                             Ok(s) => {
                                 let _ = s.set_nodelay(true);
-                                return Ok(Box::new(s) as Box<dyn Stream>);
+                                let _ = rustix::net::sockopt::set_socket_keepalive(&s, true);
+                                let _ = rustix::net::sockopt::set_tcp_keepidle(
+                                    &s,
+                                    Duration::from_secs(60),
+                                );
+                                let c = s.try_clone()?;
+                                return Ok((Box::new(s) as Box<dyn Stream>, Closer::Tcp(c)));
                             }
                             Err(err) => e = err,
                         }

@@ -212,8 +212,21 @@ pub fn daemon(vault: &Vault, exe: &std::path::Path, log: &dyn Log) -> Result<()>
                 {
                     continue;
                 }
-                if !is_due(vault, job)? {
-                    continue;
+                match is_due(vault, job) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    // A catalog that cannot be read now (busy, a disk
+                    // hiccup) must not stop the schedule: say so, look
+                    // again at the next wake-up.
+                    Err(e) => {
+                        log.event(&LogEvent::Error {
+                            message: format!(
+                                "job {}: cannot tell whether it is due: {e}",
+                                job.name
+                            ),
+                        });
+                        continue;
+                    }
                 }
                 if !jitter.is_zero() && !not_before.contains_key(&job.name) {
                     let wait = getrandom::u64().unwrap_or(0) % jitter.as_millis().max(1) as u64;
@@ -232,9 +245,12 @@ pub fn daemon(vault: &Vault, exe: &std::path::Path, log: &dyn Log) -> Result<()>
                         });
                         running.insert(job.name.clone(), pid);
                     }
-                    Err(e) => log.event(&LogEvent::Error {
-                        message: format!("job {}: cannot start: {e}", job.name),
-                    }),
+                    Err(e) => {
+                        log.event(&LogEvent::Error {
+                            message: format!("job {}: cannot start: {e}", job.name),
+                        });
+                        not_before.insert(job.name.clone(), Instant::now() + retry_base);
+                    }
                 }
             }
         }
@@ -332,6 +348,12 @@ pub fn daemon(vault: &Vault, exe: &std::path::Path, log: &dyn Log) -> Result<()>
                         let n = failures.entry(job.clone()).or_default();
                         *n += 1;
                         let b = backoff(*n, period);
+                        not_before.insert(job.clone(), Instant::now() + b);
+                        Some(b.as_secs())
+                    } else if outcome == "skipped" {
+                        // Another process runs it: look again after a
+                        // while, not as soon as this child is gone.
+                        let b = backoff(1, period);
                         not_before.insert(job.clone(), Instant::now() + b);
                         Some(b.as_secs())
                     } else {

@@ -11,10 +11,12 @@
 //! - `backup_manifest` is appended as an entry, as `pg_basebackup -D -`
 //!   does, then one end-of-archive marker.
 //!
-//! `tar -x` of the result gives a data directory whose tablespaces sit
-//! inside `pg_tblspc/` (PostgreSQL 15 reads such in-place tablespaces);
-//! `coffer restore pitr` puts each at its location or its
-//! `--tablespace-mapping` instead.
+//! `coffer restore ID --to DIR` of the result leaves each tablespace inside
+//! `pg_tblspc/` (PostgreSQL 15 reads such in-place tablespaces), skipping
+//! the link; `coffer restore pitr` puts each at its location or its
+//! `--tablespace-mapping` and links it. A plain `tar -x` extracts the same
+//! tree but reports the link (`pg_tblspc/<oid>` already exists as the
+//! tablespace's directory) and exits 2.
 
 use std::io::{self, Write};
 
@@ -71,8 +73,9 @@ impl TarMerge {
         Ok(())
     }
 
-    /// Appends `backup_manifest` (mode 0600, owned as the data directory's
-    /// files are) and the end-of-archive marker.
+    /// Appends `backup_manifest` (mode 0600, uid 0: restore as root gives
+    /// it the data directory's owner with the rest) and the end-of-archive
+    /// marker.
     ///
     /// # Errors
     /// `out`'s.

@@ -36,7 +36,7 @@ use super::Source;
 use crate::error::{Error, Result};
 use crate::pg::basebackup::{parse_label, parse_manifest_end, BaseFacts, Tablespace, KIND_BASE};
 use crate::pg::conninfo::ConnInfo;
-use crate::pg::replication::{BackupEvent, ListedTablespace, Replication};
+use crate::pg::replication::{BackupEvent, Closer, ListedTablespace, Replication};
 use crate::pg::{db_error, tools, Db, PgError};
 use crate::util::now_rfc3339;
 pub use merge::tablespace_prefix;
@@ -75,8 +75,12 @@ enum Producer {
         stderr: Option<JoinHandle<String>>,
     },
     /// coffer's replication connection, on a thread writing into a pipe;
-    /// it returns the tablespaces the server listed.
-    Protocol(Option<JoinHandle<Result<Vec<ListedTablespace>, PgError>>>),
+    /// it returns the tablespaces the server listed. The closer ends the
+    /// connection when the backup stops early.
+    Protocol(
+        Option<JoinHandle<Result<Vec<ListedTablespace>, PgError>>>,
+        Option<Closer>,
+    ),
 }
 
 /// A running base backup.
@@ -102,13 +106,14 @@ impl BaseBackupSource {
         let server = server_facts(&opts.conn).map_err(|e| fail(e.to_string()))?;
         let (producer, stream) = if server.tablespaces > 0 {
             let repl = Replication::connect(&opts.conn).map_err(|e| fail(e.to_string()))?;
+            let closer = repl.closer().ok();
             let (reader, writer) = std::io::pipe()
                 .map_err(|e| fail(format!("cannot make a pipe for the backup stream: {e}")))?;
             let (label, checkpoint) = (opts.label.clone(), opts.checkpoint.clone());
             let thread =
                 std::thread::spawn(move || stream_archives(repl, &label, &checkpoint, writer));
             (
-                Producer::Protocol(Some(thread)),
+                Producer::Protocol(Some(thread), closer),
                 Box::new(reader) as Box<dyn Read + Send>,
             )
         } else {
@@ -271,7 +276,7 @@ impl Source for BaseBackupSource {
                 }
                 Vec::new()
             }
-            Producer::Protocol(thread) => match thread.take().map(JoinHandle::join) {
+            Producer::Protocol(thread, _) => match thread.take().map(JoinHandle::join) {
                 Some(Ok(Ok(listed))) => listed
                     .into_iter()
                     .map(|t| Tablespace {
@@ -332,12 +337,18 @@ impl Drop for BaseBackupSource {
                 }
                 let _ = child.wait();
             }
-            Producer::Protocol(thread) => {
+            Producer::Protocol(thread, closer) => {
                 // Closing the pipe's read end makes the thread's next write
-                // fail, which drops the connection.
+                // fail; closing the connection ends a wait for the server
+                // (a spread checkpoint, WAL archiving).
                 let stream =
                     std::mem::replace(&mut self.watch, TarWatch::new(Box::new(std::io::empty())));
                 drop(stream);
+                if let (Some(c), Some(t)) = (closer.as_ref(), thread.as_ref()) {
+                    if !t.is_finished() {
+                        c.close();
+                    }
+                }
                 if let Some(t) = thread.take() {
                     let _ = t.join();
                 }
