@@ -343,6 +343,35 @@ fn fresh_machine_recovers_from_the_bucket_alone() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let identity = a.path("cfg/identity.txt");
 
+    // A mistyped prefix with --identity is an error naming where it
+    // looked, and leaves nothing behind (it used to create a new vault).
+    let typo = Host::new(&server);
+    let local = typo.path("vault");
+    let wrong = format!("s3://{}/prdo", server.bucket());
+    let o = typo.run(&[
+        "init",
+        "--local",
+        local.to_str().unwrap(),
+        "--s3",
+        &wrong,
+        "--s3-endpoint",
+        &typo.endpoint,
+        "--identity",
+        identity.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("no vault at {wrong}")), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    for left in [
+        "cfg/config.toml",
+        "cfg/identity.txt",
+        "cfg/push-key.toml",
+        "vault",
+    ] {
+        assert!(!typo.path(left).exists(), "{left} was left behind");
+    }
+
     // A new machine: nothing but the bucket, the settings it is told and the identity.
     let b = Host::new(&server);
     let rep = b.init(&url, &["--identity", identity.to_str().unwrap()]);

@@ -43,8 +43,9 @@ pub struct InitArgs {
     /// Object Lock retention in days.
     #[arg(long, value_name = "DAYS", requires = "s3_object_lock")]
     pub s3_object_lock_days: Option<u32>,
-    /// Identity file, to attach to an existing vault found in S3.
-    #[arg(long, value_name = "FILE")]
+    /// Identity file, to attach to the existing vault in S3 (--s3): no
+    /// vault there is an error, never a new vault.
+    #[arg(long, value_name = "FILE", requires = "s3")]
     pub identity: Option<PathBuf>,
     /// zstd level for new data (1-19; higher is smaller and slower). Fixed
     /// in the vault config; see docs/performance.md for the trade-off.

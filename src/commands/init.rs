@@ -109,6 +109,16 @@ pub fn init(opts: &InitOptions) -> Result<InitReport> {
     if let Some(t) = &s3 {
         match t.get(keys::CONFIG) {
             Ok(bytes) => return attach(opts, &settings_path, &dir, &local_path, t, &bytes),
+            // `--identity` means "attach": a mistyped bucket or prefix must
+            // not quietly become a new, empty vault with a new identity.
+            Err(e) if e.is_not_found() && opts.identity.is_some() => {
+                return Err(Error::Config(format!(
+                    "no vault at {}: it holds no `config` object. --identity attaches to an \
+                     existing vault: check the bucket and prefix, or leave out --identity to \
+                     create a new vault there",
+                    t.settings().url()
+                )))
+            }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
