@@ -440,3 +440,49 @@ fn locked_objects_cannot_be_deleted() {
     let e = refused.expect_err("a locked version must not be deletable");
     assert_eq!(s3::http_status(&e), Some(403));
 }
+
+/// Issue 13, failure 2: a snapshot whose upload is still pending (S3 was
+/// down during its backup) must survive `index rebuild --tier s3`, and
+/// `sync` must then upload it.
+#[test]
+fn rebuild_from_s3_keeps_a_snapshot_whose_upload_is_pending() {
+    let server = s3::s3s_fs();
+    let h = Host::new(&server);
+    let url = format!("s3://{}/pending", server.bucket());
+    h.init(&url, &[]);
+    noise(&h.path("a.bin"), 3 << 20, 31);
+    let (a, o) = h.backup(&h.path("a.bin"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    server.stop();
+    let b_data = noise(&h.path("b.bin"), 3 << 20, 32);
+    let (b, o) = h.backup(&h.path("b.bin"));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    server.start_again();
+
+    let rebuilt: serde_json::Value =
+        serde_json::from_str(&h.ok(&["--json", "index", "rebuild", "--tier", "s3"])).unwrap();
+    assert_eq!(rebuilt["snapshots"], 2, "{rebuilt}");
+    let snaps: serde_json::Value = serde_json::from_str(&h.ok(&["--json", "snapshots"])).unwrap();
+    let ids: Vec<&str> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&a.as_str()) && ids.contains(&b.as_str()),
+        "{snaps}"
+    );
+    assert!(h.status("s3")["packs_pending"].as_u64().unwrap() > 0);
+
+    h.ok(&["sync"]);
+    let s3 = h.status("s3");
+    assert_eq!(s3["packs_pending"], 0, "{s3}");
+    assert_eq!(s3["snapshots_complete"], 2, "{s3}");
+    h.assert_restores(&b, "b.out", &["--tier", "s3"], &b_data);
+}

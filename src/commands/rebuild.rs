@@ -77,6 +77,14 @@ pub fn rebuild(
     };
     index_packs(&mut cat, tier, identity, &mut rep)?;
     load_manifests(&mut cat, tier, identity, &config, &mut rep)?;
+    // A snapshot another tier holds must not be dropped (one whose upload
+    // is still pending is only in the local tier): the other tiers add
+    // their copies of what is known, and whatever only they hold.
+    for other in vault.tiers() {
+        if other.name() != tier.name() {
+            merge_tier(&mut cat, &*other, identity, &config, &mut rep)?;
+        }
+    }
     let mut jobs: std::collections::BTreeSet<String> =
         cat.snapshots(None)?.into_iter().map(|s| s.job).collect();
     jobs.extend(vault.settings.jobs.iter().map(|j| j.name.clone()));
@@ -92,6 +100,101 @@ pub fn rebuild(
         io: e,
     })?;
     Ok(rep)
+}
+
+/// Adds what `tier` holds to a catalog rebuilt from another tier: a copy
+/// for each pack and manifest already known (a listing, no download), and
+/// the packs and snapshots only it holds (opened). A tier that cannot be
+/// listed is a problem naming what to do.
+fn merge_tier(
+    cat: &mut Catalog,
+    tier: &dyn Tier,
+    identity: &vault_format::keys::Identity,
+    config: &VaultConfig,
+    rep: &mut RebuildReport,
+) -> Result<()> {
+    let unreachable = |e: crate::tier::TierError| {
+        format!(
+            "tier {} could not be read ({e}): snapshots only it holds are not in the catalog; run `coffer index rebuild` again when it answers",
+            tier.name()
+        )
+    };
+    let packs = match tier.list(keys::PACKS) {
+        Ok(p) => p,
+        Err(e) => {
+            rep.problems.push(unreachable(e));
+            return Ok(());
+        }
+    };
+    let known: std::collections::HashSet<vault_format::PackId> =
+        cat.packs()?.into_iter().map(|(id, _)| id).collect();
+    for obj in packs {
+        let Some(id) = keys::parse_pack(&obj.key) else {
+            continue;
+        };
+        if known.contains(&id) {
+            cat.set_pack_copy(&id, tier.name(), CopyState::Present, false)?;
+            continue;
+        }
+        let opened = tier
+            .open(&obj.key)
+            .map_err(|e| e.to_string())
+            .and_then(|src| PackReader::open(identity, src).map_err(|e| e.to_string()));
+        match opened {
+            Ok(r) => {
+                cat.insert_pack(
+                    &id,
+                    obj.size,
+                    r.index(),
+                    tier.name(),
+                    CopyState::Present,
+                    Placement::KeepFirst,
+                )?;
+                rep.packs += 1;
+                rep.chunks += r.index().chunk_count() as u64;
+            }
+            Err(e) => rep
+                .problems
+                .push(format!("pack {id} in tier {}: {e}", tier.name())),
+        }
+    }
+    let snaps = match tier.list(keys::SNAPSHOTS) {
+        Ok(s) => s,
+        Err(e) => {
+            rep.problems.push(unreachable(e));
+            return Ok(());
+        }
+    };
+    let known: std::collections::HashSet<vault_format::SnapshotId> =
+        cat.snapshots(None)?.into_iter().map(|s| s.id).collect();
+    for obj in snaps {
+        let Some(id) = keys::parse_snapshot(&obj.key) else {
+            continue;
+        };
+        let manifest = if known.contains(&id) {
+            Ok(cat.manifest(&id)?)
+        } else {
+            tier.get(&obj.key)
+                .map_err(|e| e.to_string())
+                .and_then(|b| Manifest::open(identity, &b).map_err(|e| e.to_string()))
+        };
+        match manifest {
+            Ok(m) if m.id == id && m.vault_id == config.vault_id => {
+                if !known.contains(&id) {
+                    rep.snapshots += 1;
+                }
+                cat.insert_snapshot(&m, tier.name())?;
+            }
+            Ok(_) => rep.problems.push(format!(
+                "snapshot {id} in tier {}: manifest names another snapshot or vault",
+                tier.name()
+            )),
+            Err(e) => rep
+                .problems
+                .push(format!("snapshot {id} in tier {}: {e}", tier.name())),
+        }
+    }
+    Ok(())
 }
 
 /// Opens every pack in `tier` and records its index.
