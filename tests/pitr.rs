@@ -426,18 +426,22 @@ fn base_backup(v: &WalVault, pg: &PgCluster) {
 /// `data/`, with the target in `extra`.
 #[track_caller]
 fn restore_pitr(v: &WalVault, root: &tempfile::TempDir, extra: &[&str]) {
+    let mut more = vec!["--target-action", "promote"];
+    more.extend_from_slice(extra);
+    let owned = pitr_args(root, &more);
+    v.ok(&owned.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// `restore pitr --job main --to ROOT/data` and `extra`.
+fn pitr_args<'a>(root: &'a tempfile::TempDir, extra: &[&'a str]) -> Vec<String> {
     let data = root.path().join("data");
-    let mut args = vec![
-        "restore",
-        "pitr",
-        "--job",
-        "main",
-        "--to",
-        data.to_str().unwrap(),
-    ];
-    args.extend_from_slice(&["--target-action", "promote"]);
-    args.extend_from_slice(extra);
-    v.ok(&args);
+    let mut args: Vec<String> = ["restore", "pitr", "--job", "main", "--to"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(data.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
 }
 
 /// `coffer restore pitr --job main` with `extra`, which must be refused
@@ -446,15 +450,8 @@ fn restore_pitr(v: &WalVault, root: &tempfile::TempDir, extra: &[&str]) {
 fn pitr_refused(v: &WalVault, extra: &[&str]) -> String {
     let to = PgCluster::new_root();
     let data = to.path().join("data");
-    let mut args = vec![
-        "restore",
-        "pitr",
-        "--job",
-        "main",
-        "--to",
-        data.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
+    let owned = pitr_args(&to, extra);
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let o = v.fails(&args, 2);
     assert!(!data.exists(), "{args:?} wrote {}", data.display());
     text(&o)

@@ -53,18 +53,12 @@ fn text(e: &LogEvent) -> String {
             seconds,
             retry_in_seconds,
         } => format!(
-            "job {job} {outcome} in {seconds:.1}s{}{}{}",
+            "job {job} {outcome} in {seconds:.1}s{}{}",
             snapshot
                 .as_deref()
                 .map(|s| format!(", snapshot {s}"))
                 .unwrap_or_default(),
-            error
-                .as_deref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default(),
-            retry_in_seconds
-                .map(|s| format!("; retrying in {s}s"))
-                .unwrap_or_default()
+            why_and_when(error.as_deref(), *retry_in_seconds)
         ),
         LogEvent::Stopping {
             signal,
@@ -87,18 +81,23 @@ fn text(e: &LogEvent) -> String {
             error,
             retry_in_seconds,
         } => format!(
-            "sync {outcome}{}{}",
-            error
-                .as_deref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default(),
-            retry_in_seconds
-                .map(|s| format!("; retrying in {s}s"))
-                .unwrap_or_default()
+            "sync {outcome}{}",
+            why_and_when(error.as_deref(), *retry_in_seconds)
         ),
         LogEvent::Stopped => "daemon stopped".into(),
         LogEvent::Error { message } => format!("error: {message}"),
     }
+}
+
+/// `: ERROR; retrying in Ns`, each part when there is one.
+fn why_and_when(error: Option<&str>, retry_in_seconds: Option<u64>) -> String {
+    format!(
+        "{}{}",
+        error.map(|e| format!(": {e}")).unwrap_or_default(),
+        retry_in_seconds
+            .map(|s| format!("; retrying in {s}s"))
+            .unwrap_or_default()
+    )
 }
 
 pub fn run(ctx: &Ctx, a: DaemonArgs) -> Result<i32> {

@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::catalog::{CopyState, RunRecord};
 use crate::error::Result;
 use crate::util::{clock, parse_time};
-use crate::vault::settings::HealthSettings;
+use crate::vault::settings::duration_setting;
 use crate::vault::Vault;
 
 /// How bad a problem is (the exit status is the worst one's).
@@ -100,15 +100,18 @@ pub struct HealthReport {
 /// CLI reports both as UNKNOWN).
 pub fn health(vault: &Vault) -> Result<HealthReport> {
     let h = &vault.settings.health;
-    let grace = HealthSettings::duration(&h.grace, "grace", Duration::from_secs(3600))?;
-    let offsite_lag =
-        HealthSettings::duration(&h.offsite_lag, "offsite-lag", Duration::from_secs(2 * 3600))?;
-    let verify_max_age = HealthSettings::duration(
+    let grace = duration_setting(&h.grace, "[health] grace", Duration::from_secs(3600))?;
+    let offsite_lag = duration_setting(
+        &h.offsite_lag,
+        "[health] offsite-lag",
+        Duration::from_secs(2 * 3600),
+    )?;
+    let verify_max_age = duration_setting(
         &h.verify_max_age,
-        "verify-max-age",
+        "[health] verify-max-age",
         Duration::from_secs(30 * 86_400),
     )?;
-    let wal_lag = HealthSettings::duration(&h.wal_lag, "wal-lag", Duration::from_secs(15 * 60))?;
+    let wal_lag = duration_setting(&h.wal_lag, "[health] wal-lag", Duration::from_secs(15 * 60))?;
     let now = clock();
     let age = |t: &str| {
         parse_time(t)

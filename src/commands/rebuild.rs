@@ -7,10 +7,13 @@
 //! renamed over it only when complete, so an interrupted rebuild leaves the
 //! old catalog in place.
 
+use std::collections::HashSet;
+
 use serde::Serialize;
 use vault_format::config::VaultConfig;
 use vault_format::manifest::Manifest;
 use vault_format::pack::PackReader;
+use vault_format::{PackId, SnapshotId};
 
 use crate::catalog::{Catalog, CopyState, Placement};
 use crate::error::{Error, Result};
@@ -75,14 +78,19 @@ pub fn rebuild(
         wal_files: 0,
         problems: Vec::new(),
     };
-    index_packs(&mut cat, tier, identity, &mut rep)?;
-    load_manifests(&mut cat, tier, identity, &config, &mut rep)?;
+    read_tier(&mut cat, tier, identity, &config, &mut rep)?;
     // A snapshot another tier holds must not be dropped (one whose upload
     // is still pending is only in the local tier): the other tiers add
     // their copies of what is known, and whatever only they hold.
     for other in vault.tiers() {
-        if other.name() != tier.name() {
-            merge_tier(&mut cat, &*other, identity, &config, &mut rep)?;
+        if other.name() == tier.name() {
+            continue;
+        }
+        if let Err(e) = read_tier(&mut cat, &*other, identity, &config, &mut rep) {
+            rep.problems.push(format!(
+                "tier {} could not be read ({e}): snapshots only it holds are not in the catalog; run `coffer index rebuild` again when it answers",
+                other.name()
+            ));
         }
     }
     let mut jobs: std::collections::BTreeSet<String> =
@@ -102,33 +110,20 @@ pub fn rebuild(
     Ok(rep)
 }
 
-/// Adds what `tier` holds to a catalog rebuilt from another tier: a copy
-/// for each pack and manifest already known (a listing, no download), and
-/// the packs and snapshots only it holds (opened). A tier that cannot be
-/// listed is a problem naming what to do.
-fn merge_tier(
+/// Adds what `tier` holds to the catalog being rebuilt: a copy for each
+/// pack and manifest already known (from a tier read before: a listing,
+/// no download), and the packs and snapshots not yet known (opened with
+/// the identity). Damaged objects are problems; a tier that cannot be
+/// listed is an error for the caller to judge.
+fn read_tier(
     cat: &mut Catalog,
     tier: &dyn Tier,
     identity: &vault_format::keys::Identity,
     config: &VaultConfig,
     rep: &mut RebuildReport,
 ) -> Result<()> {
-    let unreachable = |e: crate::tier::TierError| {
-        format!(
-            "tier {} could not be read ({e}): snapshots only it holds are not in the catalog; run `coffer index rebuild` again when it answers",
-            tier.name()
-        )
-    };
-    let packs = match tier.list(keys::PACKS) {
-        Ok(p) => p,
-        Err(e) => {
-            rep.problems.push(unreachable(e));
-            return Ok(());
-        }
-    };
-    let known: std::collections::HashSet<vault_format::PackId> =
-        cat.packs()?.into_iter().map(|(id, _)| id).collect();
-    for obj in packs {
+    let known: HashSet<PackId> = cat.packs()?.into_iter().map(|(id, _)| id).collect();
+    for obj in tier.list(keys::PACKS)? {
         let Some(id) = keys::parse_pack(&obj.key) else {
             continue;
         };
@@ -158,16 +153,8 @@ fn merge_tier(
                 .push(format!("pack {id} in tier {}: {e}", tier.name())),
         }
     }
-    let snaps = match tier.list(keys::SNAPSHOTS) {
-        Ok(s) => s,
-        Err(e) => {
-            rep.problems.push(unreachable(e));
-            return Ok(());
-        }
-    };
-    let known: std::collections::HashSet<vault_format::SnapshotId> =
-        cat.snapshots(None)?.into_iter().map(|s| s.id).collect();
-    for obj in snaps {
+    let known: HashSet<SnapshotId> = cat.snapshots(None)?.into_iter().map(|s| s.id).collect();
+    for obj in tier.list(keys::SNAPSHOTS)? {
         let Some(id) = keys::parse_snapshot(&obj.key) else {
             continue;
         };
@@ -192,70 +179,6 @@ fn merge_tier(
             Err(e) => rep
                 .problems
                 .push(format!("snapshot {id} in tier {}: {e}", tier.name())),
-        }
-    }
-    Ok(())
-}
-
-/// Opens every pack in `tier` and records its index.
-fn index_packs(
-    cat: &mut Catalog,
-    tier: &dyn Tier,
-    identity: &vault_format::keys::Identity,
-    rep: &mut RebuildReport,
-) -> Result<()> {
-    for obj in tier.list(keys::PACKS)? {
-        let Some(id) = keys::parse_pack(&obj.key) else {
-            continue;
-        };
-        let opened = tier
-            .open(&obj.key)
-            .map_err(|e| e.to_string())
-            .and_then(|src| PackReader::open(identity, src).map_err(|e| e.to_string()));
-        match opened {
-            Ok(r) => {
-                cat.insert_pack(
-                    &id,
-                    obj.size,
-                    r.index(),
-                    tier.name(),
-                    CopyState::Present,
-                    Placement::KeepFirst,
-                )?;
-                rep.packs += 1;
-                rep.chunks += r.index().chunk_count() as u64;
-            }
-            Err(e) => rep.problems.push(format!("pack {id}: {e}")),
-        }
-    }
-    Ok(())
-}
-
-/// Opens every manifest in `tier` and records its snapshot.
-fn load_manifests(
-    cat: &mut Catalog,
-    tier: &dyn Tier,
-    identity: &vault_format::keys::Identity,
-    config: &VaultConfig,
-    rep: &mut RebuildReport,
-) -> Result<()> {
-    for obj in tier.list(keys::SNAPSHOTS)? {
-        let Some(id) = keys::parse_snapshot(&obj.key) else {
-            continue;
-        };
-        match tier
-            .get(&obj.key)
-            .map_err(|e| e.to_string())
-            .and_then(|b| Manifest::open(identity, &b).map_err(|e| e.to_string()))
-        {
-            Ok(m) if m.id == id && m.vault_id == config.vault_id => {
-                cat.insert_snapshot(&m, tier.name())?;
-                rep.snapshots += 1;
-            }
-            Ok(_) => rep.problems.push(format!(
-                "snapshot {id}: manifest names another snapshot or vault"
-            )),
-            Err(e) => rep.problems.push(format!("snapshot {id}: {e}")),
         }
     }
     Ok(())

@@ -70,17 +70,21 @@ impl Schedule {
     /// one of its times came after `last` (so runs missed while the host
     /// was down are caught up once, not once per missed time).
     pub fn due(&self, last: Option<&jiff::Zoned>, now: &jiff::Zoned) -> bool {
-        let Some(last) = last else {
-            return true;
-        };
+        match last {
+            None => true,
+            Some(last) => self.next_after(last).is_some_and(|next| next <= *now),
+        }
+    }
+
+    /// When a job whose last run started at `last` is due next (`None` for
+    /// a cron expression with no further time).
+    pub fn next_after(&self, last: &jiff::Zoned) -> Option<jiff::Zoned> {
         match self {
             Schedule::Every(d) => {
-                let elapsed = now.timestamp().as_second() - last.timestamp().as_second();
-                elapsed >= 0 && elapsed as u64 >= d.as_secs()
+                let span = jiff::SignedDuration::try_from(*d).ok()?;
+                last.checked_add(span).ok()
             }
-            Schedule::Cron(_, c) => c
-                .find_next_occurrence(last, false)
-                .is_ok_and(|next| &next <= now),
+            Schedule::Cron(_, c) => c.find_next_occurrence(last, false).ok(),
         }
     }
 

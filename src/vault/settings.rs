@@ -109,14 +109,11 @@ impl WalSettings {
     /// # Errors
     /// [`Error::Config`] for a duration humantime cannot read.
     pub fn batch_wait(&self) -> Result<std::time::Duration> {
-        match &self.batch_wait {
-            None => Ok(std::time::Duration::from_secs(60)),
-            Some(s) => humantime::parse_duration(s).map_err(|e| {
-                Error::Config(format!(
-                    "[wal] batch-wait = {s:?} is not a duration ({e}); write e.g. \"60s\" or \"5m\""
-                ))
-            }),
-        }
+        duration_setting(
+            &self.batch_wait,
+            "[wal] batch-wait",
+            std::time::Duration::from_secs(60),
+        )
     }
 
     /// Whether `wal push` starts the uploader.
@@ -159,18 +156,6 @@ impl HealthSettings {
     /// Whether nothing is set (not written back).
     pub fn is_default(&self) -> bool {
         *self == HealthSettings::default()
-    }
-
-    /// A duration setting of `[health]`, or its default.
-    ///
-    /// # Errors
-    /// [`Error::Config`] for one humantime cannot read.
-    pub fn duration(
-        v: &Option<String>,
-        key: &str,
-        default: std::time::Duration,
-    ) -> Result<std::time::Duration> {
-        duration_setting(v, &format!("[health] {key}"), default)
     }
 }
 

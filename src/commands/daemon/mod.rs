@@ -201,7 +201,20 @@ pub fn daemon(vault: &Vault, exe: &std::path::Path, log: &dyn Log) -> Result<()>
                 }),
             }
         }
-        if !stopping {
+        // One catalog read per wake-up; a catalog that cannot be read now
+        // (busy, a disk hiccup) must not stop the schedule: say so, and
+        // look again at the next wake-up.
+        let lasts = match last_runs(vault, &jobs) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log.event(&LogEvent::Error {
+                    message: format!("cannot tell which jobs are due: {e}"),
+                });
+                None
+            }
+        };
+        if let (false, Some(lasts)) = (stopping, &lasts) {
+            let now = zoned_now(vault);
             for job in &jobs {
                 if running.contains_key(&job.name) {
                     continue;
@@ -212,21 +225,12 @@ pub fn daemon(vault: &Vault, exe: &std::path::Path, log: &dyn Log) -> Result<()>
                 {
                     continue;
                 }
-                match is_due(vault, job) {
-                    Ok(true) => {}
-                    Ok(false) => continue,
-                    // A catalog that cannot be read now (busy, a disk
-                    // hiccup) must not stop the schedule: say so, look
-                    // again at the next wake-up.
-                    Err(e) => {
-                        log.event(&LogEvent::Error {
-                            message: format!(
-                                "job {}: cannot tell whether it is due: {e}",
-                                job.name
-                            ),
-                        });
-                        continue;
-                    }
+                let due = job
+                    .schedule
+                    .as_ref()
+                    .is_some_and(|s| s.due(lasts.get(&job.name), &now));
+                if !due {
+                    continue;
                 }
                 if !jitter.is_zero() && !not_before.contains_key(&job.name) {
                     let wait = getrandom::u64().unwrap_or(0) % jitter.as_millis().max(1) as u64;
@@ -257,7 +261,10 @@ pub fn daemon(vault: &Vault, exe: &std::path::Path, log: &dyn Log) -> Result<()>
         let wait = if stopping {
             Duration::from_secs(3600)
         } else {
-            let w = next_wake(vault, &jobs, &running, &not_before);
+            let w = match &lasts {
+                Some(l) => next_wake(vault, &jobs, l, &running, &not_before),
+                None => Duration::from_secs(60),
+            };
             match sync_due {
                 Some(t) => w.min(
                     t.saturating_duration_since(Instant::now())
@@ -405,22 +412,23 @@ fn zoned_now(vault: &Vault) -> jiff::Zoned {
         .to_zoned(tz)
 }
 
-/// When the job last ran (the rule of `coffer run`), in the settings' zone.
-fn last_backup(vault: &Vault, job: &JobSettings) -> Result<Option<jiff::Zoned>> {
+/// When each job last ran (the rule of `coffer run`), in the settings'
+/// zone: one catalog read per wake-up.
+fn last_runs(vault: &Vault, jobs: &[JobSettings]) -> Result<HashMap<String, jiff::Zoned>> {
     let tz = vault.settings.time_zone()?;
-    let Some(source) = &job.source else {
-        return Ok(None);
-    };
-    Ok(super::run::last_run(&vault.catalog()?, &job.name, source)?
-        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-        .map(|t| t.to_zoned(tz)))
-}
-
-fn is_due(vault: &Vault, job: &JobSettings) -> Result<bool> {
-    let Some(schedule) = &job.schedule else {
-        return Ok(false);
-    };
-    Ok(schedule.due(last_backup(vault, job)?.as_ref(), &zoned_now(vault)))
+    let catalog = vault.catalog()?;
+    let mut out = HashMap::new();
+    for job in jobs {
+        let Some(source) = &job.source else {
+            continue;
+        };
+        if let Some(t) = super::run::last_run(&catalog, &job.name, source)?
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        {
+            out.insert(job.name.clone(), t.to_zoned(tz.clone()));
+        }
+    }
+    Ok(out)
 }
 
 /// How long to sleep: until the soonest due time or retry, at most a
@@ -428,32 +436,26 @@ fn is_due(vault: &Vault, job: &JobSettings) -> Result<bool> {
 fn next_wake(
     vault: &Vault,
     jobs: &[JobSettings],
+    lasts: &HashMap<String, jiff::Zoned>,
     running: &HashMap<String, u32>,
     not_before: &HashMap<String, Instant>,
 ) -> Duration {
-    let now = zoned_now(vault);
+    let now = zoned_now(vault).timestamp().as_millisecond();
     let mut wait = Duration::from_secs(60);
     for job in jobs.iter().filter(|j| !running.contains_key(&j.name)) {
         if let Some(t) = not_before.get(&job.name) {
             wait = wait.min(t.saturating_duration_since(Instant::now()));
             continue;
         }
-        let (Some(schedule), Ok(Some(last))) = (&job.schedule, last_backup(vault, job)) else {
-            continue;
-        };
-        let next = match schedule {
-            crate::vault::jobs::Schedule::Every(d) => {
-                last.timestamp().as_millisecond() + d.as_millis() as i64
-            }
-            crate::vault::jobs::Schedule::Cron(_, c) => {
-                match c.find_next_occurrence(&last, false) {
-                    Ok(t) => t.timestamp().as_millisecond(),
-                    Err(_) => continue,
-                }
-            }
-        };
-        let left = next - now.timestamp().as_millisecond();
-        wait = wait.min(Duration::from_millis(left.max(0) as u64));
+        let next = job
+            .schedule
+            .as_ref()
+            .zip(lasts.get(&job.name))
+            .and_then(|(s, last)| s.next_after(last));
+        if let Some(next) = next {
+            let left = next.timestamp().as_millisecond() - now;
+            wait = wait.min(Duration::from_millis(left.max(0) as u64));
+        }
     }
     wait.max(Duration::from_millis(100))
 }

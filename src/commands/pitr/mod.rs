@@ -16,12 +16,14 @@
 //! PostgreSQL does the replay when the operator starts the server; the
 //! report says how.
 
+mod tablespaces;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::restore::{restore, Tablespaces, Target as RestoreTarget};
+use super::restore::{restore, Target as RestoreTarget};
 use crate::error::{Error, Result};
 use crate::pg::basebackup::BaseFacts;
 pub use crate::pg::recovery::RecoveryTarget;
@@ -30,6 +32,8 @@ use crate::pipeline::restore::RestoreReport;
 use crate::progress::Progress;
 use crate::vault::Vault;
 use crate::wal::verify::{base_backups, missing};
+use tablespaces::Placed;
+pub use tablespaces::RestoredTablespace;
 
 /// What to recover.
 #[derive(Debug, Clone)]
@@ -52,17 +56,6 @@ pub struct PitrOptions {
     pub owner: Option<String>,
     /// Tablespace directories: (original, new).
     pub tablespace_mapping: Vec<(PathBuf, PathBuf)>,
-}
-
-/// Where a tablespace was restored.
-#[derive(Debug, Clone, Serialize)]
-pub struct RestoredTablespace {
-    /// Its OID.
-    pub oid: u32,
-    /// Its directory on the backed-up server.
-    pub was: String,
-    /// Where its files are now (linked from `pg_tblspc/<oid>`).
-    pub dir: PathBuf,
 }
 
 /// What `restore pitr` did.
@@ -134,36 +127,19 @@ pub fn restore_pitr(
     let owner = intended_owner(&opts.to, opts.owner.as_deref())?;
     let manifest = super::restore::find(vault, id, Some(&opts.job))?;
     let ctx = super::read_context(vault, opts.identity.as_deref(), "restore pitr")?;
-    let tablespaces = place_tablespaces(facts, opts)?;
-    let made = make_tablespace_dirs(&tablespaces)?;
-    let map = Tablespaces {
-        at: tablespaces.iter().map(|t| (t.oid, t.dir.clone())).collect(),
-    };
+    let tablespaces = Placed::prepare(facts, opts)?;
     let rep = match restore(
         vault,
         &ctx,
         &manifest,
-        &RestoreTarget::DataDir(opts.to.clone(), map),
+        &RestoreTarget::DataDir(opts.to.clone(), tablespaces.map()),
         progress,
     ) {
         Ok(rep) => rep,
         Err(e) => {
             // Nothing half-restored is left: the data directory's
             // temporary is gone already; the tablespaces' files go too.
-            for dir in &made {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            // A directory that was there (empty) keeps nothing of this
-            // restore: its files are under the server's version directory.
-            for t in tablespaces.iter().filter(|t| !made.contains(&t.dir)) {
-                if let Ok(d) = std::fs::read_dir(&t.dir) {
-                    for e in d.flatten() {
-                        if e.file_name().to_string_lossy().starts_with("PG_") {
-                            let _ = std::fs::remove_dir_all(e.path());
-                        }
-                    }
-                }
-            }
+            tablespaces.undo();
             return Err(e);
         }
     };
@@ -176,7 +152,7 @@ pub fn restore_pitr(
     write_recovery(&opts.to, &settings, id).map_err(out)?;
     if let Some((_, uid, gid)) = &owner {
         chown_tree(&opts.to, *uid, *gid).map_err(out)?;
-        for t in &tablespaces {
+        for t in &tablespaces.list {
             chown_tree(&t.dir, *uid, *gid).map_err(out)?;
         }
     }
@@ -187,128 +163,9 @@ pub fn restore_pitr(
         archive_ends: last_push,
         settings,
         owner: owner.map(|(name, _, _)| name),
-        tablespaces,
+        tablespaces: tablespaces.list,
         restore: rep,
     })
-}
-
-/// Where each of the base backup's tablespaces goes: its mapping, else its
-/// original directory. Refuses a mapping that names no tablespace, a
-/// relative directory, one inside the data directory, and one that
-/// exists and is not empty (a tablespace in use on this machine).
-fn place_tablespaces(facts: &BaseFacts, opts: &PitrOptions) -> Result<Vec<RestoredTablespace>> {
-    for (old, _) in &opts.tablespace_mapping {
-        if !facts
-            .tablespaces
-            .iter()
-            .any(|t| Path::new(&t.location) == old)
-        {
-            let known: Vec<&str> = facts
-                .tablespaces
-                .iter()
-                .map(|t| t.location.as_str())
-                .collect();
-            return Err(Error::Config(format!(
-                "--tablespace-mapping {}: the base backup has no tablespace there (it has: {})",
-                old.display(),
-                if known.is_empty() {
-                    "none".into()
-                } else {
-                    known.join(", ")
-                }
-            )));
-        }
-    }
-    let mut placed: Vec<RestoredTablespace> = Vec::new();
-    for t in &facts.tablespaces {
-        let dir = opts
-            .tablespace_mapping
-            .iter()
-            .find(|(old, _)| Path::new(&t.location) == old)
-            .map_or_else(|| PathBuf::from(&t.location), |(_, new)| new.clone());
-        if !dir.is_absolute() || dir.starts_with(absolute(&opts.to)) {
-            return Err(Error::Config(format!(
-                "tablespace directory {} must be an absolute path outside the data directory",
-                dir.display()
-            )));
-        }
-        if let Ok(mut d) = std::fs::read_dir(&dir) {
-            if d.next().is_some() {
-                return Err(Error::Config(format!(
-                    "tablespace {} goes to {}, which is not empty; pass --tablespace-mapping {}=NEWDIR \
-                     with a new or empty directory",
-                    t.oid,
-                    dir.display(),
-                    t.location
-                )));
-            }
-        }
-        if let Some(other) = placed.iter().find(|p| p.dir == dir) {
-            return Err(Error::Config(format!(
-                "tablespaces {} and {} would both go to {}; map each to its own directory",
-                other.oid,
-                t.oid,
-                dir.display()
-            )));
-        }
-        placed.push(RestoredTablespace {
-            oid: t.oid,
-            was: t.location.clone(),
-            dir,
-        });
-    }
-    Ok(placed)
-}
-
-/// `p` from the current directory when relative (for comparisons).
-fn absolute(p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(p))
-            .unwrap_or_else(|_| p.to_path_buf())
-    }
-}
-
-/// Creates the tablespace directories that do not exist (mode 0700);
-/// returns them, for removal if the restore fails.
-fn make_tablespace_dirs(tablespaces: &[RestoredTablespace]) -> Result<Vec<PathBuf>> {
-    let mut made = Vec::new();
-    match make_each(tablespaces, &mut made) {
-        Ok(()) => Ok(made),
-        Err(e) => {
-            // Half made: nothing of this run stays behind.
-            for dir in &made {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            Err(e)
-        }
-    }
-}
-
-fn make_each(tablespaces: &[RestoredTablespace], made: &mut Vec<PathBuf>) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    for t in tablespaces {
-        if !t.dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&t.dir)
-                .map_err(|io| Error::Output {
-                    what: t.dir.display().to_string(),
-                    io,
-                })?;
-            made.push(t.dir.clone());
-        }
-        std::fs::set_permissions(&t.dir, std::fs::Permissions::from_mode(0o700)).map_err(|io| {
-            Error::Output {
-                what: t.dir.display().to_string(),
-                io,
-            }
-        })?;
-    }
-    Ok(())
 }
 
 /// The base backup for the target (see the module docs).
