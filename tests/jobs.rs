@@ -268,8 +268,12 @@ fn health_goes_from_ok_to_critical_as_the_clock_moves_and_names_each_problem() {
     append(
         &v,
         &format!(
-            "\n[[jobs]]\nname = \"nightly\"\nfile = \"{}\"\nevery = \"24h\"\n",
-            data.display()
+            "\n[[jobs]]\nname = \"nightly\"\nfile = \"{}\"\nevery = \"24h\"\n{}",
+            data.display(),
+            // The host's own free space must not decide this test (CI's
+            // disks run fuller than ours): no free-space limit until the
+            // test sets one below.
+            "\n[health]\nfree-space-warning = 0\nfree-space-critical = 0\n",
         ),
     );
     // Never backed up: critical.
@@ -299,10 +303,11 @@ fn health_goes_from_ok_to_critical_as_the_clock_moves_and_names_each_problem() {
 
     // An ad hoc backup that failed, and limits that make warnings.
     v.fails(&["backup", "--job", "adhoc", "--exec", "--", "false"], 1);
-    append(
-        &v,
-        "\n[health]\nfree-space-warning = 100\nverify-max-age = \"10m\"\n",
+    let settings = std::fs::read_to_string(&v.config).unwrap().replace(
+        "free-space-warning = 0\n",
+        "free-space-warning = 100\nverify-max-age = \"10m\"\n",
     );
+    std::fs::write(&v.config, settings).unwrap();
     let (code, rep, _) = health_at(&v, &at(Duration::from_secs(3600)));
     assert_eq!(code, 2, "{rep}");
     let mut got = checks(&rep);
