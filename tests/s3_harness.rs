@@ -3,15 +3,29 @@
 //! puts, ranges, pagination, SigV4, Object Lock, surviving a restart), using
 //! the same SDK as the product.
 //!
+//! The fault proxy of `support/faultproxy.rs` is tested here too, against
+//! both servers: clean passthrough (SigV4 still valid through it, 100-continue)
+//! and each fault as the SDK sees it.
+//!
 //! The SeaweedFS tests need the `weed` binary; without it they fail, telling
 //! to run `scripts/install-seaweedfs`.
 
+#[path = "support/faultproxy.rs"]
+mod faultproxy;
 #[path = "support/s3.rs"]
 mod s3;
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{ObjectLockEnabled, ObjectLockMode};
 use aws_sdk_s3::Client;
+use faultproxy::{Fault, FaultProxy, Rules, Scripted};
 use s3::{error_code, error_text, http_status, run_async, S3Server};
 
 /// Bytes 0..len with a pattern that makes an off-by-one range visible.
@@ -360,4 +374,471 @@ async fn seaweedfs_stop_and_start_again() {
 async fn seaweedfs_object_lock() {
     let server = s3::seaweedfs(true);
     check_object_lock(&server).await;
+}
+
+// ---------------------------------------------------------------------------
+// The fault proxy
+
+/// A client for `server` that goes through `proxy`: the settings of
+/// `S3Server::client()` with the proxy as endpoint and the given retries.
+fn proxied_client(server: &S3Server, proxy: &FaultProxy, retry: RetryConfig) -> Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(proxy.endpoint())
+        .force_path_style(true)
+        .region(Region::new(server.region().to_string()))
+        .credentials_provider(Credentials::new(
+            server.access_key(),
+            server.secret_key(),
+            None,
+            None,
+            "test",
+        ))
+        .retry_config(retry)
+        .build();
+    Client::from_conf(config)
+}
+
+/// Standard retries, 3 attempts, with a short backoff to keep tests fast.
+fn three_attempts() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(10))
+}
+
+/// Every operation coffer uses passes through an idle proxy unchanged, and
+/// the server accepts the signatures (made for the proxy's Host).
+async fn check_proxy_passthrough(server: &S3Server) {
+    let kind = server.kind();
+    let bucket = server.bucket();
+    let proxy = FaultProxy::start(&server.endpoint());
+    let client = proxied_client(server, &proxy, RetryConfig::disabled());
+    let small = pattern(1024);
+    let big = pattern(5 * 1024 * 1024);
+
+    put(&client, bucket, "proxied/small", &small).await;
+    put(&client, bucket, "proxied/big", &big).await;
+    assert_eq!(get(&client, bucket, "proxied/small").await, small, "{kind}");
+    assert_eq!(get(&client, bucket, "proxied/big").await, big, "{kind}");
+    let out = client
+        .get_object()
+        .bucket(bucket)
+        .key("proxied/big")
+        .range("bytes=1000000-1000099")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{kind}: ranged get: {}", error_text(&e)));
+    assert_eq!(out.content_length(), Some(100), "{kind}");
+    let range = out.body.collect().await.unwrap().into_bytes();
+    assert_eq!(&range[..], &big[1_000_000..1_000_100], "{kind}");
+    let head = client
+        .head_object()
+        .bucket(bucket)
+        .key("proxied/big")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{kind}: head: {}", error_text(&e)));
+    assert_eq!(head.content_length(), Some(big.len() as i64), "{kind}");
+    let list = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix("proxied/")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{kind}: list: {}", error_text(&e)));
+    let keys: Vec<&str> = list.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["proxied/big", "proxied/small"], "{kind}");
+    client
+        .delete_object()
+        .bucket(bucket)
+        .key("proxied/small")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{kind}: delete: {}", error_text(&e)));
+    // Error responses pass through too (HEAD: a 404 without a body).
+    let err = client
+        .head_object()
+        .bucket(bucket)
+        .key("proxied/small")
+        .send()
+        .await
+        .expect_err("deleted");
+    assert_eq!(http_status(&err), Some(404), "{kind}: {}", error_text(&err));
+
+    let stats = proxy.stats();
+    assert_eq!(stats.requests, 9, "{kind}: {stats:?}");
+    assert_eq!(stats.forwarded, 9, "{kind}: {stats:?}");
+    assert_eq!(stats.faults(), 0, "{kind}: {stats:?}");
+    // The data really is on the server.
+    assert_eq!(get(&server.client(), bucket, "proxied/big").await, big);
+}
+
+/// Reads one response head from a raw connection.
+fn read_raw_head(reader: &mut impl BufRead) -> String {
+    let mut head = String::new();
+    loop {
+        let n = reader.read_line(&mut head).expect("read response head");
+        assert!(n > 0, "connection closed in a head: {head:?}");
+        if head.ends_with("\r\n\r\n") {
+            return head;
+        }
+    }
+}
+
+/// `Expect: 100-continue` through the proxy: the SDK does not send it, other
+/// clients do. A presigned PUT lets a raw socket make a request the server
+/// accepts; the server's `100 Continue` must arrive before the body is sent,
+/// then the final answer, and the connection stays usable (keep-alive).
+/// Blocking I/O: call it outside a runtime.
+fn check_proxy_expect_continue(server: &S3Server) {
+    let kind = server.kind();
+    let proxy = FaultProxy::start(&server.endpoint());
+    let client = proxied_client(server, &proxy, RetryConfig::disabled());
+    let bucket = server.bucket().to_string();
+    let presign = || PresigningConfig::expires_in(Duration::from_secs(600)).unwrap();
+    let (put_req, get_req) = run_async(async {
+        let put = client
+            .put_object()
+            .bucket(&bucket)
+            .key("expect/object")
+            .presigned(presign())
+            .await
+            .unwrap();
+        let get = client
+            .get_object()
+            .bucket(&bucket)
+            .key("expect/object")
+            .presigned(presign())
+            .await
+            .unwrap();
+        (put, get)
+    });
+    let prefix = proxy.endpoint();
+    let target = |uri: &str| uri.strip_prefix(&prefix).unwrap().to_string();
+    let extra = |req: &aws_sdk_s3::presigning::PresignedRequest| {
+        req.headers()
+            .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect::<String>()
+    };
+    let body = pattern(300_000);
+
+    let stream = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    write!(
+        writer,
+        "PUT {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{}Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        target(put_req.uri()),
+        proxy.port(),
+        extra(&put_req),
+        body.len()
+    )
+    .unwrap();
+    let interim = read_raw_head(&mut reader);
+    assert!(
+        interim.starts_with("HTTP/1.1 100"),
+        "{kind}: expected 100 Continue first, got {interim:?}"
+    );
+    writer.write_all(&body).unwrap();
+    let head = read_raw_head(&mut reader);
+    assert!(head.starts_with("HTTP/1.1 200"), "{kind}: put: {head:?}");
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().unwrap())
+        })
+        .unwrap_or(0);
+    let mut rest = vec![0; length];
+    reader.read_exact(&mut rest).unwrap();
+
+    // Same connection, next request; `Connection: close` ends it after.
+    write!(
+        writer,
+        "GET {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{}Connection: close\r\n\r\n",
+        target(get_req.uri()),
+        proxy.port(),
+        extra(&get_req)
+    )
+    .unwrap();
+    let head = read_raw_head(&mut reader);
+    assert!(head.starts_with("HTTP/1.1 200"), "{kind}: get: {head:?}");
+    let mut got = Vec::new();
+    reader.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), body.len(), "{kind}");
+    assert!(got == body, "{kind}: body differs");
+    let stats = proxy.stats();
+    assert_eq!((stats.requests, stats.forwarded), (2, 2), "{kind}");
+}
+
+/// A scripted Truncate cuts one GET's body short (the SDK reports an error or
+/// gets fewer bytes); the next GET gets everything.
+async fn check_proxy_truncate(server: &S3Server) {
+    let kind = server.kind();
+    let bucket = server.bucket();
+    let data = pattern(100_000);
+    put(&server.client(), bucket, "cut/object", &data).await;
+    let proxy = FaultProxy::start(&server.endpoint());
+    let client = proxied_client(server, &proxy, RetryConfig::disabled());
+    proxy.set(Rules {
+        seed: 7,
+        script: vec![Scripted::once("GET", "/cut/", Fault::Truncate)],
+        ..Rules::default()
+    });
+    // A HEAD matches neither the method nor the fault: untouched.
+    client
+        .head_object()
+        .bucket(bucket)
+        .key("cut/object")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{kind}: head: {}", error_text(&e)));
+    match client
+        .get_object()
+        .bucket(bucket)
+        .key("cut/object")
+        .send()
+        .await
+    {
+        Err(_) => {}
+        Ok(out) => match out.body.collect().await {
+            Err(_) => {}
+            Ok(body) => assert!(
+                body.into_bytes().len() < data.len(),
+                "{kind}: a truncated body came back whole"
+            ),
+        },
+    }
+    assert_eq!(proxy.stats().truncate, 1, "{kind}");
+    assert_eq!(get(&client, bucket, "cut/object").await, data, "{kind}");
+    assert_eq!(proxy.stats().truncate, 1, "{kind}");
+}
+
+/// A scripted LostReply on a PUT: the client sees a transport error, yet the
+/// object was written.
+async fn check_proxy_lost_reply(server: &S3Server) {
+    let kind = server.kind();
+    let bucket = server.bucket();
+    let proxy = FaultProxy::start(&server.endpoint());
+    let client = proxied_client(server, &proxy, RetryConfig::disabled());
+    proxy.set(Rules {
+        script: vec![Scripted::once("PUT", "/lost/", Fault::LostReply)],
+        ..Rules::default()
+    });
+    let err = client
+        .put_object()
+        .bucket(bucket)
+        .key("lost/object")
+        .body(ByteStream::from_static(b"written, reply lost"))
+        .send()
+        .await
+        .expect_err("the reply was lost");
+    assert_eq!(http_status(&err), None, "{kind}: {}", error_text(&err));
+    let stats = proxy.stats();
+    assert_eq!((stats.lost_reply, stats.forwarded), (1, 1), "{kind}");
+    assert_eq!(
+        get(&server.client(), bucket, "lost/object").await,
+        b"written, reply lost",
+        "{kind}"
+    );
+}
+
+/// `down` fails every request with a transport error; default rules make the
+/// same client work again.
+async fn check_proxy_down(server: &S3Server) {
+    let kind = server.kind();
+    let bucket = server.bucket();
+    let proxy = FaultProxy::start(&server.endpoint());
+    let client = proxied_client(server, &proxy, RetryConfig::disabled());
+    put(&client, bucket, "down/object", b"before").await;
+    proxy.set(Rules {
+        down: true,
+        // `down` ignores `only`.
+        only: Some(("DELETE".into(), "/elsewhere/".into())),
+        ..Rules::default()
+    });
+    let err = client
+        .get_object()
+        .bucket(bucket)
+        .key("down/object")
+        .send()
+        .await
+        .expect_err("the store is down");
+    assert_eq!(http_status(&err), None, "{kind}: {}", error_text(&err));
+    let err = client
+        .put_object()
+        .bucket(bucket)
+        .key("down/other")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect_err("the store is down");
+    assert_eq!(http_status(&err), None, "{kind}: {}", error_text(&err));
+    let stats = proxy.stats();
+    assert_eq!((stats.reset, stats.forwarded), (2, 1), "{kind}: {stats:?}");
+
+    proxy.set(Rules::default());
+    assert_eq!(
+        get(&client, bucket, "down/object").await,
+        b"before",
+        "{kind}"
+    );
+    put(&client, bucket, "down/other", b"after").await;
+}
+
+/// The SDK's standard retry rides over one injected 503, 500 and reset; with
+/// retries off the 503 is a service error with the S3 code.
+async fn check_proxy_retried_errors(server: &S3Server) {
+    let kind = server.kind();
+    let bucket = server.bucket();
+    let proxy = FaultProxy::start(&server.endpoint());
+    let client = proxied_client(server, &proxy, three_attempts());
+    let data = pattern(200_000);
+    proxy.set(Rules {
+        script: vec![
+            Scripted::once("PUT", "/retry/", Fault::Error503),
+            Scripted::once("GET", "/retry/", Fault::Error500),
+            Scripted::once("GET", "/retry/", Fault::Reset),
+        ],
+        ..Rules::default()
+    });
+    put(&client, bucket, "retry/object", &data).await;
+    let stats = proxy.stats();
+    assert_eq!(
+        (stats.error_503, stats.forwarded),
+        (1, 1),
+        "{kind}: {stats:?}"
+    );
+    assert_eq!(get(&client, bucket, "retry/object").await, data, "{kind}");
+    let stats = proxy.stats();
+    assert_eq!(
+        (stats.error_500, stats.reset, stats.forwarded),
+        (1, 1, 2),
+        "{kind}: {stats:?}"
+    );
+
+    let no_retry = proxied_client(server, &proxy, RetryConfig::disabled());
+    proxy.set(Rules {
+        only: Some(("PUT".into(), "/retry/".into())),
+        error_503: 1.0,
+        ..Rules::default()
+    });
+    let err = no_retry
+        .put_object()
+        .bucket(bucket)
+        .key("retry/refused")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .expect_err("503");
+    assert_eq!(http_status(&err), Some(503), "{kind}: {}", error_text(&err));
+    assert_eq!(error_code(&err).as_deref(), Some("SlowDown"), "{kind}");
+    // `only` spares the rest; the connection survived the 503.
+    assert_eq!(get(&no_retry, bucket, "retry/object").await, data, "{kind}");
+}
+
+#[tokio::test]
+async fn proxy_s3s_fs_passthrough() {
+    let server = s3::s3s_fs();
+    check_proxy_passthrough(&server).await;
+}
+
+#[test]
+fn proxy_s3s_fs_expect_continue() {
+    let server = s3::s3s_fs();
+    check_proxy_expect_continue(&server);
+}
+
+#[tokio::test]
+async fn proxy_s3s_fs_truncate() {
+    let server = s3::s3s_fs();
+    check_proxy_truncate(&server).await;
+}
+
+#[tokio::test]
+async fn proxy_s3s_fs_lost_reply() {
+    let server = s3::s3s_fs();
+    check_proxy_lost_reply(&server).await;
+}
+
+#[tokio::test]
+async fn proxy_s3s_fs_down() {
+    let server = s3::s3s_fs();
+    check_proxy_down(&server).await;
+}
+
+#[tokio::test]
+async fn proxy_s3s_fs_retried_errors() {
+    let server = s3::s3s_fs();
+    check_proxy_retried_errors(&server).await;
+}
+
+/// All proxy checks on one SeaweedFS (each starts its own proxy and uses its
+/// own keys), so the suite starts one weed for them.
+#[test]
+fn proxy_seaweedfs() {
+    let server = s3::seaweedfs(false);
+    check_proxy_expect_continue(&server);
+    run_async(async {
+        check_proxy_passthrough(&server).await;
+        check_proxy_truncate(&server).await;
+        check_proxy_lost_reply(&server).await;
+        check_proxy_down(&server).await;
+        check_proxy_retried_errors(&server).await;
+    });
+}
+
+/// Framing the S3 servers never exercise, against a scripted upstream that
+/// records what it receives: a chunked request (with a trailer) is forwarded
+/// verbatim, a chunked response relayed verbatim, and a response without
+/// length is relayed until the upstream closes.
+#[test]
+fn proxy_framing_chunked_and_until_close() {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    let request = "POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+                   5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nx-trailer: t\r\n\r\n";
+    let response = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    3\r\nabc\r\n0\r\n\r\n";
+    let second = "GET /until-close HTTP/1.1\r\nHost: x\r\n\r\n";
+    let second_response = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end";
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = upstream.accept().unwrap();
+        let mut got = vec![0; request.len()];
+        conn.read_exact(&mut got).unwrap();
+        conn.write_all(response.as_bytes()).unwrap();
+        let mut got2 = vec![0; second.len()];
+        conn.read_exact(&mut got2).unwrap();
+        conn.write_all(second_response.as_bytes()).unwrap();
+        (
+            String::from_utf8(got).unwrap(),
+            String::from_utf8(got2).unwrap(),
+        )
+        // `conn` closes here: the end of the second body.
+    });
+
+    let proxy = FaultProxy::start(&format!("http://127.0.0.1:{port}"));
+    let mut client = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    client.write_all(request.as_bytes()).unwrap();
+    let mut got = vec![0; response.len()];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(String::from_utf8(got).unwrap(), response);
+    client.write_all(second.as_bytes()).unwrap();
+    let mut rest = String::new();
+    client.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, second_response);
+
+    let (seen, seen2) = server.join().unwrap();
+    assert_eq!(seen, request);
+    assert_eq!(seen2, second);
+    let stats = proxy.stats();
+    assert_eq!((stats.requests, stats.forwarded), (2, 2));
 }
