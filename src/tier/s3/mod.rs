@@ -138,41 +138,7 @@ impl S3Tier {
         key: &str,
         e: SdkError<E>,
     ) -> TierError {
-        let status = e.raw_response().map(|r| r.status().as_u16());
-        let code = e.code().map(str::to_string);
-        // A missing bucket (or a wrong endpoint answering 404 with it) is not
-        // a missing object: callers treat "not found" as "absent here".
-        if code.as_deref() != Some("NoSuchBucket")
-            && (status == Some(404) || matches!(code.as_deref(), Some("NoSuchKey" | "NotFound")))
-        {
-            return TierError::NotFound {
-                tier: self.name.clone(),
-                key: key.to_string(),
-            };
-        }
-        let detail = match (&e, status, code.as_deref()) {
-            (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _, _) => format!(
-                "cannot reach {} ({}); the copy stays pending and `coffer sync` uploads it later",
-                self.settings.endpoint.as_deref().unwrap_or("the S3 endpoint"),
-                source_chain(&e)
-            ),
-            (_, _, Some(c @ ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "ExpiredToken"))) => format!(
-                "S3 refused the credentials or permissions ({c}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile, and the bucket policy"
-            ),
-            (_, _, Some("NoSuchBucket")) => format!("bucket {:?} does not exist; create it first", self.settings.bucket),
-            (_, s, c) => format!(
-                "{} (HTTP {}{})",
-                e.message().unwrap_or("request failed"),
-                s.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-                c.map(|c| format!(", {c}")).unwrap_or_default()
-            ),
-        };
-        TierError::Remote {
-            tier: self.name.clone(),
-            op,
-            key: key.to_string(),
-            detail,
-        }
+        tier_error(&self.name, &self.settings, op, key, &e)
     }
 
     fn put(&self, key: &str, body: Body<'_>) -> Result<Put, TierError> {
@@ -231,6 +197,70 @@ impl S3Tier {
                 }
             }
         }
+    }
+}
+
+/// The [`TierError`] for a failed request: absent objects are
+/// [`TierError::NotFound`]; the rest say what to do about them.
+fn tier_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    tier: &str,
+    settings: &S3Settings,
+    op: &'static str,
+    key: &str,
+    e: &SdkError<E>,
+) -> TierError {
+    let status = status(e);
+    let code = e.code().map(str::to_string);
+    // A missing bucket (or a wrong endpoint answering 404 with it) is not
+    // a missing object: callers treat "not found" as "absent here".
+    if code.as_deref() != Some("NoSuchBucket")
+        && (status == Some(404) || matches!(code.as_deref(), Some("NoSuchKey" | "NotFound")))
+    {
+        return TierError::NotFound {
+            tier: tier.to_string(),
+            key: key.to_string(),
+        };
+    }
+    let detail = match (e, status, code.as_deref()) {
+        (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _, _) => format!(
+            "cannot reach {} ({}); the copy stays pending and `coffer sync` uploads it later",
+            settings.endpoint.as_deref().unwrap_or("the S3 endpoint"),
+            source_chain(e)
+        ),
+        (_, _, Some(c @ ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "ExpiredToken"))) => format!(
+            "S3 refused the credentials or permissions ({c}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile, and the bucket policy"
+        ),
+        (_, _, Some("NoSuchBucket")) => format!("bucket {:?} does not exist; create it first", settings.bucket),
+        (_, s, c) => format!(
+            "{} (HTTP {}{})",
+            e.message().unwrap_or("request failed"),
+            s.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            c.map(|c| format!(", {c}")).unwrap_or_default()
+        ),
+    };
+    TierError::Remote {
+        tier: tier.to_string(),
+        op,
+        key: key.to_string(),
+        detail,
+    }
+}
+
+/// The HTTP status of a failed request, when a reply came.
+fn status<E>(e: &SdkError<E>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
+/// Whether a request that failed (after the SDK's own retries) is worth
+/// trying again later in the same run: the endpoint did not answer, or
+/// answered with a server error. Refusals (credentials, a missing bucket
+/// or object, a bad request) are not.
+fn worth_retrying<E>(e: &SdkError<E>) -> bool {
+    match e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        _ => status(e).is_some_and(|s| s >= 500 || s == 429),
     }
 }
 
@@ -329,23 +359,7 @@ impl Tier for S3Tier {
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, TierError> {
-        self.rt.block_on(async {
-            let r = self
-                .client
-                .get_object()
-                .bucket(&self.settings.bucket)
-                .key(self.full(key))
-                .send()
-                .await
-                .map_err(|e| self.err("get", key, e))?;
-            let b = r.body.collect().await.map_err(|e| TierError::Remote {
-                tier: self.name.clone(),
-                op: "get",
-                key: key.to_string(),
-                detail: format!("download interrupted: {e}"),
-            })?;
-            Ok(b.into_bytes().to_vec())
-        })
+        self.clone_handle().fetch(key, 0, None)
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn ReadSeek>, TierError> {
