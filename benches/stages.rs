@@ -158,6 +158,7 @@ fn end_to_end(c: &mut Criterion) {
         recipients: identity.to_recipients(),
         dedup_key: key.clone(),
         threads: coffer::pipeline::threads(),
+        offsite_retry: std::time::Duration::ZERO,
     };
     g.bench_function("backup, first night (new catalog each run)", |b| {
         b.iter(|| {
@@ -259,6 +260,7 @@ fn offsite(c: &mut Criterion) {
             recipients: identity.to_recipients(),
             dedup_key: key.clone(),
             threads: coffer::pipeline::threads(),
+            offsite_retry: std::time::Duration::ZERO,
         };
         // The command-level backup: the pipeline plus completing offsite.
         let rep = coffer::commands::backup::backup_with(

@@ -81,8 +81,13 @@ pub fn write_secret_file(path: &std::path::Path, contents: &[u8]) -> std::io::Re
         .create_new(true)
         .mode(0o600)
         .open(path)?;
-    f.write_all(contents)?;
-    f.sync_all()
+    // Created here: a file that could not be written whole (a full disk)
+    // must not stay behind looking like a good one.
+    let written = f.write_all(contents).and_then(|()| f.sync_all());
+    if written.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    written
 }
 
 /// The uid and gid of a local user, from `/etc/passwd` (users only in a

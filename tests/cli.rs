@@ -1054,6 +1054,47 @@ fn key_files_are_0600_and_the_tier_is_private() {
     }
 }
 
+/// Issue 13, failure 5: init either completes or leaves nothing, and the
+/// same command run again succeeds (reporting the vault it made).
+#[test]
+fn init_that_fails_leaves_nothing_and_init_is_idempotent() {
+    let v = Vault::uninit();
+    std::fs::create_dir_all(&v.dir).unwrap();
+    // The settings cannot be written (a dangling link where they go): the
+    // last step fails after the keys and the local tier were written.
+    std::os::unix::fs::symlink(v.work.join("nowhere/config.toml"), &v.config).unwrap();
+    let local = v.vault.to_str().unwrap();
+    let o = v.fails(&["init", "--local", local], 2);
+    assert_one_error_line(&o);
+    let left: Vec<_> = std::fs::read_dir(&v.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, ["config.toml"], "only the link: {left:?}");
+    assert!(!v.vault.exists(), "the local tier init created is gone");
+
+    std::fs::remove_file(&v.config).unwrap();
+    let first = v.init(&[]);
+    // Again: the same vault, reported, nothing rewritten.
+    let identity = std::fs::read(v.dir.join("identity.txt")).unwrap();
+    let again = v.init(&[]);
+    assert_eq!(again["vault_id"], first["vault_id"]);
+    assert_eq!(again["recipients"], first["recipients"]);
+    assert_eq!(std::fs::read(v.dir.join("identity.txt")).unwrap(), identity);
+    v.assert_restores(
+        &v.backup_stdin(b"after init twice\n", &[]),
+        b"after init twice\n",
+    );
+    // Another local directory under the same settings is refused.
+    let other = v.work.join("other-vault");
+    let o = v.fails(&["init", "--local", other.to_str().unwrap()], 2);
+    assert!(
+        stderr(&o).contains("settings already exist"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 10. Never overwrite.
 

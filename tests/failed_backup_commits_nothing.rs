@@ -93,6 +93,7 @@ impl Fixture {
             recipients: self.identity.to_recipients(),
             dedup_key: self.key.clone(),
             threads: 2,
+            offsite_retry: std::time::Duration::ZERO,
         }
     }
 

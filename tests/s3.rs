@@ -78,6 +78,15 @@ impl Host {
         serde_json::from_str(&self.ok(&args)).unwrap()
     }
 
+    /// Sets `key = value` (TOML) in the settings' `[s3]` table.
+    fn set_s3(&self, key: &str, value: &str) {
+        let path = self.path("cfg/config.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("[s3]\n"), "{text}");
+        let text = text.replacen("[s3]\n", &format!("[s3]\n{key} = {value}\n"), 1);
+        std::fs::write(&path, text).unwrap();
+    }
+
     fn backup(&self, file: &Path) -> (String, Output) {
         let o = self.run(&["backup", file.to_str().unwrap()]);
         (String::from_utf8_lossy(&o.stdout).trim().to_string(), o)
@@ -171,15 +180,20 @@ fn backup_lands_in_both_tiers_and_restores_from_s3_alone() {
     h.assert_restores(&id, "out3", &["--tier", "local"], &data);
 }
 
-#[test]
-fn s3_stopped_mid_backup_leaves_it_pending_until_sync() {
-    let server = s3::s3s_fs();
-    let h = Host::new(&server);
-    h.init(&format!("s3://{}/", server.bucket()), &[]);
-    let data = noise(&h.path("in.bin"), 160 << 20, 2);
+/// Starts `coffer -v backup FILE` and stops `server` once the first pack
+/// is stored in S3; returns the backup and its stderr so far.
+fn backup_losing_s3_midway(
+    h: &Host,
+    server: &S3Server,
+    file: &Path,
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStderr>,
+    String,
+) {
     let mut child = h
         .cmd()
-        .args(["-v", "backup", h.path("in.bin").to_str().unwrap()])
+        .args(["-v", "backup", file.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -199,6 +213,18 @@ fn s3_stopped_mid_backup_leaves_it_pending_until_sync() {
         !server.is_running(),
         "no pack reached S3 before the end: {log}"
     );
+    (child, stderr, log)
+}
+
+#[test]
+fn s3_stopped_mid_backup_leaves_it_pending_until_sync() {
+    let server = s3::s3s_fs();
+    let h = Host::new(&server);
+    h.init(&format!("s3://{}/", server.bucket()), &[]);
+    // Retries are bounded: S3 stays down for longer than this.
+    h.set_s3("retry_uploads_for", "\"5s\"");
+    let data = noise(&h.path("in.bin"), 160 << 20, 2);
+    let (child, mut stderr, log) = backup_losing_s3_midway(&h, &server, &h.path("in.bin"));
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     let out = child.wait_with_output().unwrap();
@@ -208,6 +234,9 @@ fn s3_stopped_mid_backup_leaves_it_pending_until_sync() {
         "offsite pending is exit 3: {log}{rest}"
     );
     assert!(rest.contains("PENDING"), "{rest}");
+    // Retried, with backoff, for no longer than the window.
+    assert!(rest.contains("retrying in 1s"), "{rest}");
+    assert!(!rest.contains("retrying in 8s"), "{rest}");
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(id.len(), 32);
 
@@ -228,6 +257,38 @@ fn s3_stopped_mid_backup_leaves_it_pending_until_sync() {
         .unwrap()
         .iter()
         .all(|r| r["packs_copied"] == 0 && r["manifests_copied"] == 0));
+    h.assert_restores(&id, "out", &["--tier", "s3"], &data);
+}
+
+/// Issue 13, failure 4: S3 goes away part way through a backup and comes
+/// back within the retry window: the backup retries the failed uploads
+/// with backoff and completes offsite (exit 0), nothing left pending.
+#[test]
+fn s3_back_within_the_retry_window_completes_the_backup() {
+    let server = s3::s3s_fs();
+    let h = Host::new(&server);
+    h.init(&format!("s3://{}/", server.bucket()), &[]);
+    let data = noise(&h.path("in.bin"), 160 << 20, 3);
+    let (child, mut stderr, mut log) = backup_losing_s3_midway(&h, &server, &h.path("in.bin"));
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        log.push_str(&line);
+        if line.contains("retrying in") {
+            break;
+        }
+        line.clear();
+    }
+    assert!(line.contains("tier s3"), "{log}");
+    server.start_again();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{log}{rest}");
+    assert!(!rest.contains("PENDING"), "{rest}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let s3 = h.status("s3");
+    assert_eq!(s3["packs_pending"], 0, "{s3}");
+    assert_eq!(s3["snapshots_complete"], 1, "{s3}");
     h.assert_restores(&id, "out", &["--tier", "s3"], &data);
 }
 
@@ -450,6 +511,7 @@ fn rebuild_from_s3_keeps_a_snapshot_whose_upload_is_pending() {
     let h = Host::new(&server);
     let url = format!("s3://{}/pending", server.bucket());
     h.init(&url, &[]);
+    h.set_s3("retry_uploads_for", "\"0s\"");
     noise(&h.path("a.bin"), 3 << 20, 31);
     let (a, o) = h.backup(&h.path("a.bin"));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -9,6 +9,7 @@
 //! the report says so (exit status 3).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use vault_format::SnapshotId;
 
@@ -82,6 +83,15 @@ pub fn backup_unrecorded(
         recipients: push.recipients,
         dedup_key: push.dedup_key,
         threads: crate::pipeline::threads(),
+        offsite_retry: crate::vault::settings::duration_setting(
+            &vault
+                .settings
+                .s3
+                .as_ref()
+                .and_then(|s| s.retry_uploads_for.clone()),
+            "[s3] retry_uploads_for",
+            OFFSITE_RETRY,
+        )?,
     };
     backup_with(&ctx, source, req, progress)
 }
@@ -108,8 +118,18 @@ pub fn backup_with(
     complete_offsite(&catalog, ctx, committed, progress)
 }
 
-/// After the commit: brings each offsite tier up to date (unless its
-/// uploads already failed during the run) and reports what is pending.
+/// How long failed offsite uploads are retried after the commit by default:
+/// long enough to ride out a store's restart or a network blip, short
+/// enough that a nightly job does not hang on an outage.
+const OFFSITE_RETRY: Duration = Duration::from_secs(120);
+/// The first retry's delay; each further one doubles, up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// After the commit: brings each offsite tier up to date (this run's packs
+/// that failed to upload during the run, its manifest, and anything pending
+/// from earlier runs), retrying with backoff for `ctx.offsite_retry`, and
+/// reports what is still pending.
 fn complete_offsite(
     catalog: &Catalog,
     ctx: &BackupContext,
@@ -121,13 +141,32 @@ fn complete_offsite(
     let mut offsite = Vec::new();
     for (i, (tier, failed)) in ctx.offsite.iter().zip(&c.upload_failures).enumerate() {
         catalog.set_snapshot_copy(&c.report.id, tier.name(), CopyState::Pending)?;
-        let reason = match failed {
-            Some(why) => Some(why.clone()),
-            None => match crate::replicate::sync_to(catalog, &tiers, i + 1, progress) {
-                Ok(r) if r.problems.is_empty() => None,
-                Ok(r) => Some(r.problems.join("; ")),
-                Err(e) => Some(e.to_string()),
-            },
+        // The window starts when the first attempt after the commit fails.
+        let mut deadline = None;
+        let mut delay = RETRY_FIRST;
+        if let Some(why) = failed {
+            progress.event(&Event::Warning(format!(
+                "uploads to tier {} failed during the backup ({why}); retrying",
+                tier.name()
+            )));
+        }
+        let reason = loop {
+            let why = match crate::replicate::sync_to(catalog, &tiers, i + 1, progress) {
+                Ok(r) if r.problems.is_empty() => break None,
+                Ok(r) => r.problems.join("; "),
+                Err(e) => e.to_string(),
+            };
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + ctx.offsite_retry);
+            if Instant::now() + delay > deadline {
+                break Some(why);
+            }
+            progress.event(&Event::Warning(format!(
+                "offsite copy in tier {} incomplete ({why}); retrying in {}",
+                tier.name(),
+                humantime::format_duration(delay)
+            )));
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(RETRY_MAX);
         };
         if let Some(why) = &reason {
             progress.event(&Event::Warning(format!(

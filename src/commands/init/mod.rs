@@ -1,5 +1,8 @@
 //! `coffer init`: create a vault, its keys and this host's settings.
 
+mod attach;
+mod journal;
+
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -16,6 +19,7 @@ use crate::tier::s3::{S3Settings, S3Tier};
 use crate::tier::{keys, Put, Tier};
 use crate::vault::keyfiles::PushKey;
 use crate::vault::settings::{absolute, default_local_dir, LocalSettings, Settings};
+use journal::Journal;
 
 /// What to create.
 #[derive(Debug, Clone)]
@@ -86,18 +90,20 @@ pub fn init_default_if_missing(settings_path: &Path, explicit: bool) -> Result<O
     .map(Some)
 }
 
-/// Creates a vault. One function on purpose: the order of its writes is
-/// the crash-safety argument (the identity first, as the one thing that
-/// cannot be recreated; then the push key, the tier configs, and the
-/// settings last), and it reads best top to bottom.
+/// Creates a vault, or attaches this host to the one already in the
+/// bucket. Idempotent: an init that fails leaves nothing behind (see
+/// [`journal`]), one that was killed is undone or finished by the next,
+/// and running it again once it succeeded reports the vault it made.
 ///
 /// # Errors
-/// [`Error::Config`] when a config or vault already exists there;
-/// [`Error::Key`] for bad recipients.
+/// [`Error::Config`] when other settings or another vault already exist
+/// there; [`Error::Key`] for bad recipients.
 pub fn init(opts: &InitOptions) -> Result<InitReport> {
     let settings_path = absolute(&opts.settings_path);
     let local_path = absolute(&opts.local);
-    refuse_existing(&settings_path, &local_path)?;
+    if settings_path.exists() {
+        return already_initialised(opts, &settings_path, &local_path);
+    }
     let dir = settings_path
         .parent()
         .map(Path::to_path_buf)
@@ -106,23 +112,63 @@ pub fn init(opts: &InitOptions) -> Result<InitReport> {
         Some(st) => Some(S3Tier::new("s3", st)?),
         None => None,
     };
-    if let Some(t) = &s3 {
-        match t.get(keys::CONFIG) {
-            Ok(bytes) => return attach(opts, &settings_path, &dir, &local_path, t, &bytes),
-            // `--identity` means "attach": a mistyped bucket or prefix must
-            // not quietly become a new, empty vault with a new identity.
-            Err(e) if e.is_not_found() && opts.identity.is_some() => {
-                return Err(Error::Config(format!(
-                    "no vault at {}: it holds no `config` object. --identity attaches to an \
-                     existing vault: check the bucket and prefix, or leave out --identity to \
-                     create a new vault there",
-                    t.settings().url()
-                )))
-            }
-            Err(e) if e.is_not_found() => {}
+    // What the bucket holds decides between create and attach, and what to
+    // do with an unfinished init's leftovers.
+    let in_bucket = match &s3 {
+        Some(t) => match t.get(keys::CONFIG) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
+    if let Some(j) = Journal::load(&settings_path)? {
+        let committed = in_bucket
+            .as_deref()
+            .and_then(|b| VaultConfig::decode(b).ok())
+            .is_some_and(|c| c.vault_id.to_hex() == j.vault_id);
+        if committed {
+            let t = s3.as_ref().expect("a bucket answered");
+            return attach::finish(
+                opts,
+                &settings_path,
+                &dir,
+                t,
+                &j,
+                in_bucket.as_deref().unwrap(),
+            );
         }
+        // Nothing of it was committed anywhere: its identity protects nothing.
+        j.undo(&settings_path)?;
     }
+    refuse_existing(&settings_path, &local_path)?;
+    if let (Some(t), Some(bytes)) = (&s3, &in_bucket) {
+        return attach::attach(opts, &settings_path, &dir, &local_path, t, bytes);
+    }
+    // `--identity` means "attach": a mistyped bucket or prefix must not
+    // quietly become a new, empty vault with a new identity.
+    if let (Some(t), Some(_)) = (&s3, &opts.identity) {
+        return Err(Error::Config(format!(
+            "no vault at {}: it holds no `config` object. --identity attaches to an \
+             existing vault: check the bucket and prefix, or leave out --identity to \
+             create a new vault there",
+            t.settings().url()
+        )));
+    }
+    create(opts, &settings_path, &dir, &local_path, s3.as_ref())
+}
+
+/// Creates a new vault. The order of its writes is the crash-safety
+/// argument: the journal; the identity (the one thing that cannot be
+/// recreated); the push key and the local config; the bucket's config (the
+/// vault now exists); the settings (this host is set up).
+fn create(
+    opts: &InitOptions,
+    settings_path: &Path,
+    dir: &Path,
+    local_path: &Path,
+    s3: Option<&S3Tier>,
+) -> Result<InitReport> {
     let created = crate::util::now_rfc3339();
     let (identity, recipients) = keys_for(opts)?;
     let identity_path = dir.join("identity.txt");
@@ -145,29 +191,47 @@ pub fn init(opts: &InitOptions) -> Result<InitReport> {
         &recipients,
         &dedup_key,
     )?;
-
-    // The identity first: it is the one thing that cannot be recreated.
-    if let Some(id) = &identity {
-        crate::util::write_secret_file(&identity_path, id.to_file_text(&created).as_bytes())
-            .map_err(|e| {
-                Error::Key(format!(
-                    "cannot write identity {}: {e}",
-                    identity_path.display()
-                ))
-            })?;
-    }
-    let push = PushKey {
+    let config_bytes = config.encode();
+    let journal = Journal {
         vault_id: vault_id.to_hex(),
-        recipients: recipients.clone(),
-        dedup_key,
+        identity: identity.as_ref().map(|_| identity_path.clone()),
+        push_key: push_path.clone(),
+        catalog: Some(dir.join("catalog.sqlite")).filter(|c| !c.exists()),
+        local: local_path.to_path_buf(),
+        local_created: !local_path.exists(),
     };
-    push.save_new(&push_path)?;
-    let tier = LocalTier::create("local", &local_path)?;
-    if tier.put_bytes(keys::CONFIG, &config.encode())? == Put::AlreadyExisted {
-        return Err(Error::Config(format!(
-            "{} already holds a coffer vault",
-            local_path.display()
-        )));
+    journal.begin(settings_path)?;
+    // Until the bucket holds the config, a failure undoes everything.
+    let local_part = || -> Result<()> {
+        if let Some(id) = &identity {
+            crate::util::write_secret_file(&identity_path, id.to_file_text(&created).as_bytes())
+                .map_err(|e| {
+                    Error::Key(format!(
+                        "cannot write identity {}: {e}",
+                        identity_path.display()
+                    ))
+                })?;
+        }
+        PushKey {
+            vault_id: vault_id.to_hex(),
+            recipients: recipients.clone(),
+            dedup_key,
+        }
+        .save_new(&push_path)?;
+        let tier = LocalTier::create("local", local_path)?;
+        if tier.put_bytes(keys::CONFIG, &config_bytes)? == Put::AlreadyExisted {
+            return Err(Error::Config(format!(
+                "{} already holds a coffer vault",
+                local_path.display()
+            )));
+        }
+        Ok(())
+    };
+    if let Err(e) = local_part() {
+        return Err(undone(&journal, settings_path, e));
+    }
+    if let Some(t) = s3 {
+        commit_in_bucket(t, &config_bytes, &journal, settings_path)?;
     }
     let settings = Settings {
         vault_id: vault_id.to_hex(),
@@ -175,31 +239,157 @@ pub fn init(opts: &InitOptions) -> Result<InitReport> {
         push_key: push_path.clone(),
         identity: identity.as_ref().map(|_| identity_path.clone()),
         local: LocalSettings {
-            path: local_path.clone(),
+            path: local_path.to_path_buf(),
         },
         s3: opts.s3.clone(),
         ..Settings::default()
     };
-    if let Some(t) = &s3 {
-        if t.put_bytes(keys::CONFIG, &config.encode())? == Put::AlreadyExisted {
-            return Err(Error::Config(format!(
-                "{} was given a vault by another host meanwhile; run init again to attach to it",
-                t.settings().url()
-            )));
-        }
+    // The settings last: they are this host's commit.
+    let saved = (|| -> Result<()> {
+        Catalog::open(&settings.catalog)?.bind_vault(&settings.vault_id)?;
+        settings.save_new(settings_path)
+    })();
+    if let Err(e) = saved {
+        // With a bucket, the vault exists now: the next init finishes it.
+        return Err(if s3.is_some() {
+            unfinished(e)
+        } else {
+            undone(&journal, settings_path, e)
+        });
     }
-    settings.save_new(&settings_path)?;
-    Catalog::open(&settings.catalog)?.bind_vault(&settings.vault_id)?;
+    Journal::finish(settings_path);
     Ok(InitReport {
         vault_id: vault_id.to_hex(),
-        settings: settings_path,
+        settings: settings_path.to_path_buf(),
         identity: identity.map(|_| identity_path),
         push_key: push_path,
-        local: local_path,
+        local: local_path.to_path_buf(),
         catalog: settings.catalog,
         recipients: recipients.to_strings(),
         s3: opts.s3.as_ref().map(S3Settings::url),
         attached: false,
+    })
+}
+
+/// Puts the new vault's config in the bucket: the commit. A reply lost
+/// after the write (the SDK's retry then finds the object) and a failure
+/// after which the bucket holds these very bytes both count as written;
+/// another vault's config there (another host's init won the race), or
+/// none, undo this init; not knowing leaves it for the next init.
+fn commit_in_bucket(t: &S3Tier, config: &[u8], j: &Journal, settings: &Path) -> Result<()> {
+    let put = t.put_bytes(keys::CONFIG, config);
+    if matches!(put, Ok(Put::Created)) {
+        return Ok(());
+    }
+    match t.get(keys::CONFIG) {
+        Ok(there) if there == config => Ok(()),
+        Ok(_) => Err(undone(
+            j,
+            settings,
+            Error::Config(format!(
+                "another host created a vault at {} meanwhile; nothing was kept here. To join \
+                 it, run init again with --identity (that vault's identity file)",
+                t.settings().url()
+            )),
+        )),
+        Err(e) if e.is_not_found() => Err(undone(
+            j,
+            settings,
+            match put {
+                Err(pe) => object_lock_hint(t, pe),
+                Ok(_) => e.into(),
+            },
+        )),
+        Err(e) => Err(unfinished(Error::Config(format!(
+            "cannot tell whether {} took the new vault's config: {e}",
+            t.settings().url()
+        )))),
+    }
+}
+
+/// A refused first write with Object Lock asked for is most often a bucket
+/// created without it: say so.
+fn object_lock_hint(t: &S3Tier, e: crate::tier::TierError) -> Error {
+    match (&e, t.object_lock_days()) {
+        (crate::tier::TierError::Remote { detail, .. }, Some(_)) => Error::Config(format!(
+            "{} refused the vault's first object ({detail}); Object Lock was asked for: \
+             check that the bucket was created with Object Lock enabled, or leave out the \
+             --s3-object-lock options",
+            t.settings().url()
+        )),
+        _ => e.into(),
+    }
+}
+
+/// The error of an init that undid itself.
+pub(super) fn undone(j: &Journal, settings: &Path, e: Error) -> Error {
+    let e = match e {
+        Error::Tier(crate::tier::TierError::Remote {
+            tier,
+            op,
+            key,
+            detail,
+        }) => Error::Tier(crate::tier::TierError::Remote {
+            tier,
+            op,
+            key,
+            detail: format!(
+                "{detail}; init kept nothing: run the same command again once the bucket takes writes"
+            ),
+        }),
+        e => e,
+    };
+    match j.undo(settings) {
+        Ok(()) => e,
+        Err(u) => Error::Config(format!("{e}; and cleaning up failed: {u}")),
+    }
+}
+
+/// The error of an init the next init must finish.
+fn unfinished(e: Error) -> Error {
+    Error::Config(format!(
+        "{e}; init did not finish (the vault may already exist in the bucket): run the same \
+         command again to finish it"
+    ))
+}
+
+/// Init run again once it succeeded: the same vault (same local directory
+/// and bucket) is reported again; anything else is refused.
+fn already_initialised(
+    opts: &InitOptions,
+    settings_path: &Path,
+    local_path: &Path,
+) -> Result<InitReport> {
+    let refuse = || {
+        Error::Config(format!(
+            "coffer settings already exist at {}; pass --config FILE to create another",
+            settings_path.display()
+        ))
+    };
+    let Ok(s) = Settings::load(settings_path) else {
+        return Err(refuse());
+    };
+    let same_bucket = match (&s.s3, &opts.s3) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.url() == b.url() && a.endpoint == b.endpoint,
+        _ => false,
+    };
+    if absolute(&s.local.path) != local_path || !same_bucket {
+        return Err(refuse());
+    }
+    let push = crate::vault::keyfiles::PushKey::load(&s.push_key)?;
+    // Killed between the settings and the journal's removal: done.
+    Journal::finish(settings_path);
+    Ok(InitReport {
+        vault_id: s.vault_id.clone(),
+        settings: settings_path.to_path_buf(),
+        identity: s.identity.clone(),
+        push_key: s.push_key.clone(),
+        local: s.local.path.clone(),
+        catalog: s.catalog.clone(),
+        recipients: push.recipients.to_strings(),
+        s3: s.s3.as_ref().map(S3Settings::url),
+        attached: opts.identity.is_some(),
     })
 }
 
@@ -231,67 +421,4 @@ fn keys_for(opts: &InitOptions) -> Result<(Option<Identity>, Recipients)> {
     let r = Recipients::parse(&opts.recipients)
         .map_err(|e| Error::Key(format!("{e}; a recipient looks like age1...")))?;
     Ok((None, r))
-}
-
-/// Attaches this host to a vault that already exists in S3 (a new database
-/// host, or disaster recovery on a fresh machine). Unsealing the dedup key
-/// needs the identity; the recipients are taken from the bucket's config
-/// this once (trust on first use: they are printed for the operator to
-/// check) and from the push key ever after.
-fn attach(
-    opts: &InitOptions,
-    settings_path: &Path,
-    dir: &Path,
-    local_path: &Path,
-    s3: &S3Tier,
-    bytes: &[u8],
-) -> Result<InitReport> {
-    let config = VaultConfig::decode(bytes)?;
-    let id_path =
-        crate::vault::keyfiles::identity_path(opts.identity.as_deref(), None).map(|p| absolute(&p));
-    let identity = crate::vault::keyfiles::load_identity(
-        id_path.as_deref(),
-        "attaching to the existing vault in S3",
-    )?;
-    let dedup_key = config.open_dedup_key(&identity).map_err(|_| {
-        Error::Key(format!(
-            "the identity does not open vault {} in {} (it is not one of its recipients)",
-            config.vault_id,
-            s3.settings().url()
-        ))
-    })?;
-    let recipients = config.recipients()?;
-    let push_path = dir.join("push-key.toml");
-    PushKey {
-        vault_id: config.vault_id.to_hex(),
-        recipients: recipients.clone(),
-        dedup_key,
-    }
-    .save_new(&push_path)?;
-    let tier = LocalTier::create("local", local_path)?;
-    tier.put_bytes(keys::CONFIG, bytes)?;
-    let settings = Settings {
-        vault_id: config.vault_id.to_hex(),
-        catalog: dir.join("catalog.sqlite"),
-        push_key: push_path.clone(),
-        identity: id_path,
-        local: LocalSettings {
-            path: local_path.to_path_buf(),
-        },
-        s3: opts.s3.clone(),
-        ..Settings::default()
-    };
-    settings.save_new(settings_path)?;
-    Catalog::open(&settings.catalog)?.bind_vault(&settings.vault_id)?;
-    Ok(InitReport {
-        vault_id: config.vault_id.to_hex(),
-        settings: settings_path.to_path_buf(),
-        identity: None,
-        push_key: push_path,
-        local: local_path.to_path_buf(),
-        catalog: settings.catalog,
-        recipients: recipients.to_strings(),
-        s3: Some(s3.settings().url()),
-        attached: true,
-    })
 }

@@ -65,6 +65,9 @@ pub struct BackupContext {
     pub dedup_key: DedupKey,
     /// Compressor threads.
     pub threads: usize,
+    /// How long, after the commit, failed offsite uploads are retried
+    /// before they are left pending.
+    pub offsite_retry: std::time::Duration,
 }
 
 /// What to call the snapshot.

@@ -29,6 +29,11 @@ pub struct S3Settings {
     /// Object Lock retention in days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_lock_days: Option<u32>,
+    /// How long a backup keeps retrying uploads that failed, with backoff,
+    /// before it leaves them pending for `coffer sync` (humantime)
+    /// [default: 2m].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_uploads_for: Option<String>,
 }
 
 impl S3Settings {
@@ -58,6 +63,7 @@ impl S3Settings {
             storage_class: None,
             object_lock_mode: None,
             object_lock_days: None,
+            retry_uploads_for: None,
         })
     }
 
