@@ -76,6 +76,7 @@ pub fn sync_to(
         return Ok(rep);
     }
     sync_manifests(catalog, tiers, target, progress, &mut rep)?;
+    catalog.set_tier_listed(t.name())?;
     Ok(rep)
 }
 
@@ -323,6 +324,52 @@ pub struct TierStatus {
     /// Verification coverage: the oldest check (verification, else write)
     /// of a pack copy present in this tier (RFC 3339).
     pub oldest_check: Option<String>,
+    /// When this tier was last listed and the catalog matched to it (sync,
+    /// verify, `status --check`); the rest of the status is the catalog's
+    /// belief since then.
+    pub last_listed: Option<String>,
+    /// The tier is lost: its directory is gone (`coffer sync` recreates it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub lost: bool,
+}
+
+/// Lists `tier` and brings the catalog's copy states in line with what it
+/// holds: a copy recorded present that is not there becomes missing, one
+/// that is there becomes present (`coffer status --check`). A copy recorded
+/// corrupt stays so until sync replaces it.
+///
+/// # Errors
+/// When the tier cannot be listed; catalog errors.
+pub fn check_listing(catalog: &Catalog, tier: &dyn Tier) -> Result<()> {
+    let packs = keyset(tier, keys::PACKS)?;
+    let states = catalog.pack_states(tier.name())?;
+    for (id, _) in catalog.packs()? {
+        let there = packs.contains(&keys::pack(&id));
+        let state = states.get(&id).copied();
+        match (there, state) {
+            (true, Some(CopyState::Present | CopyState::Corrupt)) => {}
+            (true, _) => catalog.set_pack_copy(&id, tier.name(), CopyState::Present, false)?,
+            (false, Some(CopyState::Present)) => {
+                catalog.set_pack_copy(&id, tier.name(), CopyState::Missing, false)?
+            }
+            (false, _) => {}
+        }
+    }
+    let manifests = keyset(tier, keys::SNAPSHOTS)?;
+    let snap_states = catalog.snapshot_states(tier.name())?;
+    for s in catalog.snapshots(None)? {
+        let there = manifests.contains(&keys::snapshot(&s.id));
+        match (there, snap_states.get(&s.id)) {
+            (true, Some(CopyState::Present)) | (false, None) => {}
+            (true, _) => catalog.set_snapshot_copy(&s.id, tier.name(), CopyState::Present)?,
+            (false, Some(CopyState::Present)) => {
+                catalog.set_snapshot_copy(&s.id, tier.name(), CopyState::Missing)?
+            }
+            (false, Some(_)) => {}
+        }
+    }
+    catalog.set_tier_listed(tier.name())?;
+    Ok(())
 }
 
 /// Replication state of every tier, from the catalog.
@@ -369,6 +416,8 @@ pub fn status(catalog: &Catalog, tiers: &[Arc<dyn Tier>]) -> Result<Vec<TierStat
             wal_files_pending: wal.len() as u64,
             wal_oldest_pending: wal.iter().map(|w| w.pushed.clone()).min(),
             oldest_check: catalog.unverified_since(t.name(), "9999")?.1,
+            last_listed: catalog.tier_listed(t.name())?,
+            lost: false,
         });
     }
     Ok(out)

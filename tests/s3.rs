@@ -548,3 +548,120 @@ fn rebuild_from_s3_keeps_a_snapshot_whose_upload_is_pending() {
     assert_eq!(s3["snapshots_complete"], 2, "{s3}");
     h.assert_restores(&b, "b.out", &["--tier", "s3"], &b_data);
 }
+
+/// Issue 13, failure 1: the local vault directory is lost (removed, or
+/// emptied) while the settings and catalog stay. That is a damaged tier,
+/// not a missing vault: restores read S3, status and verify and health say
+/// the tier is lost, backups say to run sync, and sync recreates it.
+#[test]
+fn a_lost_local_tier_is_reported_read_around_and_recreated_by_sync() {
+    let server = s3::s3s_fs();
+    let h = Host::new(&server);
+    h.init(&format!("s3://{}/lost", server.bucket()), &[]);
+    let a = noise(&h.path("a.bin"), 3 << 20, 41);
+    let (ida, o) = h.backup(&h.path("a.bin"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b = noise(&h.path("b.bin"), 2 << 20, 42);
+    let (idb, _) = h.backup(&h.path("b.bin"));
+    let vault = h.path("vault");
+    let before_packs = local_keys(&vault, "packs");
+
+    for how in ["removed", "emptied"] {
+        if how == "removed" {
+            std::fs::remove_dir_all(&vault).unwrap();
+        } else {
+            for e in std::fs::read_dir(&vault).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    std::fs::remove_dir_all(p).unwrap();
+                } else {
+                    std::fs::remove_file(p).unwrap();
+                }
+            }
+        }
+        // Reads go to S3 without being asked.
+        h.assert_restores(&ida, &format!("a-{how}"), &[], &a);
+        h.assert_restores(&idb, &format!("b-{how}"), &["--tier", "s3"], &b);
+        let o = h.run(&["restore", &ida, "--tier", "local", "--to", "/dev/null"]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("tier local is lost"));
+        // Status and health say so; verify reports it and checks S3.
+        let local = h.status("local");
+        assert_eq!(local["lost"], true, "{local}");
+        assert_eq!(local["snapshots_complete"], 0, "{local}");
+        assert_eq!(h.status("s3")["snapshots_complete"], 2);
+        let o = h.run(&["--json", "verify"]);
+        assert_eq!(
+            o.status.code(),
+            Some(4),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(
+            v["problems"][0]
+                .as_str()
+                .unwrap()
+                .contains("tier local is lost"),
+            "{v}"
+        );
+        let o = h.run(&["--json", "health"]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("tier-lost"));
+        // A backup says what to run, and commits nothing.
+        let (_, o) = h.backup(&h.path("a.bin"));
+        assert_eq!(o.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("`coffer sync` recreates it"), "{err}");
+        // sync recreates the tier and refills it from S3.
+        h.ok(&["sync"]);
+        assert_eq!(local_keys(&vault, "packs"), before_packs);
+        let local = h.status("local");
+        assert!(local["lost"].is_null(), "{local}");
+        assert_eq!(local["snapshots_complete"], 2, "{local}");
+        assert_eq!(local["packs_pending"], 0, "{local}");
+        h.assert_restores(&ida, &format!("a-{how}-local"), &["--tier", "local"], &a);
+    }
+    let (_, o) = h.backup(&h.path("b.bin"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Smaller item of issue 13: status is the catalog's record and says when
+/// each tier was last listed; `status --check` lists the tiers first, so a
+/// pack deleted from the bucket behind coffer's back shows as pending.
+#[test]
+fn status_check_lists_the_tiers_and_finds_a_pack_deleted_behind_our_back() {
+    let server = s3::s3s_fs();
+    let h = Host::new(&server);
+    h.init(&format!("s3://{}/check", server.bucket()), &[]);
+    noise(&h.path("a.bin"), 2 << 20, 43);
+    let (_, o) = h.backup(&h.path("a.bin"));
+    assert!(o.status.success());
+    assert!(h.status("s3")["last_listed"].is_string());
+    let pack = s3::keys_under(&server, "check/packs/").remove(0);
+    let c = server.client();
+    s3::run_async(async move {
+        c.delete_object()
+            .bucket(s3::BUCKET)
+            .key(pack)
+            .send()
+            .await
+            .unwrap()
+    });
+    assert_eq!(h.status("s3")["packs_pending"], 0, "the catalog's belief");
+    let st: serde_json::Value =
+        serde_json::from_str(&h.ok(&["--json", "status", "--check"])).unwrap();
+    let s3 = st
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tier"] == "s3")
+        .unwrap();
+    assert_eq!(s3["packs_pending"], 1, "{st}");
+    h.ok(&["sync"]);
+    assert_eq!(h.status("s3")["packs_pending"], 0);
+    assert_eq!(
+        s3::keys_under(&server, "check/packs/").len(),
+        local_keys(&h.path("vault"), "packs").len()
+    );
+}

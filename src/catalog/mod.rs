@@ -221,6 +221,38 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// Records that `tier` was just listed and the catalog brought in line
+    /// with what it holds (sync, verify, `status --check`).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_tier_listed(&self, tier: &str) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
+                [format!("listed:{tier}"), crate::util::clock_rfc3339()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// When `tier` was last listed (RFC 3339), if ever.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn tier_listed(&self, tier: &str) -> Result<Option<String>, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [format!("listed:{tier}")],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+}
+
 /// Runs `f` until it stops failing with SQLITE_BUSY (up to ~30 s, with
 /// growing pauses, like SQLite's own busy handler).
 fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {

@@ -233,6 +233,29 @@ impl Catalog {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
+    /// Records that `tier` lost everything it held (its directory is
+    /// gone): every copy there recorded present becomes missing, so status
+    /// and health count it, and sync, which lists the tier, puts it back.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn mark_tier_lost(&self, tier: &str) -> Result<(), CatalogError> {
+        let now = clock_rfc3339();
+        self.conn
+            .execute(
+                "UPDATE pack_copies SET state = ?2, updated = ?3 WHERE tier = ?1 AND state = ?4",
+                params![tier, CopyState::Missing, now, CopyState::Present],
+            )
+            .and_then(|_| {
+                self.conn.execute(
+                    "UPDATE snapshot_copies SET state = ?2, updated = ?3 WHERE tier = ?1 AND state = ?4",
+                    params![tier, CopyState::Missing, now, CopyState::Present],
+                )
+            })
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
     /// Copy state of every pack in `tier` (packs with no row are absent).
     ///
     /// # Errors

@@ -102,8 +102,9 @@ pub enum Command {
     /// tier from another, byte for byte. Safe to interrupt and re-run.
     Sync,
     /// Per tier: snapshots complete, packs and bytes pending, age of the
-    /// newest complete snapshot.
-    Status,
+    /// newest complete snapshot, when the tier was last listed. From the
+    /// catalog; --check lists every tier first.
+    Status(sync::StatusArgs),
     /// Forget snapshots by the jobs' retention policies (or by id): their
     /// manifests are deleted from every tier; `coffer prune` then reclaims
     /// the space. Pinned snapshots and the newest of each job are kept.
@@ -172,7 +173,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Verify(a) => verify::run(&ctx, a),
         Command::Sync => sync::sync(&ctx),
-        Command::Status => sync::status(&ctx),
+        Command::Status(a) => sync::status(&ctx, &a),
         Command::Forget(a) => forget::forget(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
         Command::Pin(a) => forget::pin(&ctx, a),

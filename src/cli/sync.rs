@@ -8,8 +8,8 @@ use super::output::{bytes, note, out, render, with_progress, Render, Verbosity};
 use super::Ctx;
 
 pub fn sync(ctx: &Ctx) -> Result<i32> {
-    let vault = ctx.vault()?;
-    let reps = with_progress(ctx.v, "syncing", |p| sync::sync(&vault, p))?;
+    let mut vault = ctx.vault()?;
+    let reps = with_progress(ctx.v, "syncing", |p| sync::sync(&mut vault, p))?;
     Ok(render(ctx.v, &Synced(reps)))
 }
 
@@ -60,9 +60,34 @@ impl Render for Synced {
     }
 }
 
-pub fn status(ctx: &Ctx) -> Result<i32> {
-    let st = sync::status(&ctx.vault()?)?;
-    Ok(render(ctx.v, &Status(st)))
+/// `coffer status`.
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// List every tier first and bring the catalog in line with what it
+    /// holds (a copy deleted behind coffer's back shows as pending);
+    /// without it, status is the catalog's record since the last listing.
+    /// Exit status 4 when a tier cannot be listed.
+    #[arg(long)]
+    pub check: bool,
+}
+
+pub fn status(ctx: &Ctx, a: &StatusArgs) -> Result<i32> {
+    let vault = ctx.vault()?;
+    let failed = if a.check {
+        sync::check(&vault)?
+    } else {
+        Vec::new()
+    };
+    for (tier, why) in &failed {
+        eprintln!("coffer: tier {tier} could not be listed: {why}");
+    }
+    let st = sync::status(&vault)?;
+    let code = render(ctx.v, &Status(st));
+    Ok(if failed.is_empty() {
+        code
+    } else {
+        coffer::error::exit::INTEGRITY
+    })
 }
 
 #[derive(serde::Serialize)]
@@ -91,6 +116,19 @@ impl Render for Status {
                     (Some(c), None) => c.clone(),
                     _ => "none".into(),
                 }
+            ));
+        }
+        for t in self.0.iter().filter(|t| t.lost) {
+            out(&format!(
+                "{:<8} LOST: its directory holds no vault; `coffer sync` recreates it from another tier (restores read from the others meanwhile)",
+                t.tier
+            ));
+        }
+        for t in &self.0 {
+            out(&format!(
+                "{:<8} listed: {} (`coffer status --check` lists every tier now)",
+                t.tier,
+                t.last_listed.as_deref().unwrap_or("never")
             ));
         }
         for t in &self.0 {

@@ -69,6 +69,7 @@ pub fn backup_unrecorded(
     req: &BackupRequest,
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
+    vault.require_local("a backup")?;
     let push = vault.push_key()?;
     // Spool files a killed backup left behind; a day is far longer than any
     // pack takes to seal, so a concurrent backup's spool is never touched.

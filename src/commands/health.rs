@@ -10,6 +10,7 @@
 //! | the newest backup run of a job (configured or ad hoc) | | failed |
 //! | the newest restore drill of a job | | failed or found differences |
 //! | the newest sync, forget, prune, verify | failed | |
+//! | the local tier | | lost: its directory holds no vault |
 //! | a tier's pack copies | | corrupt or missing (verify found it) |
 //! | an offsite tier | a snapshot older than `offsite-lag` is not complete there | |
 //! | verification coverage | a pack copy neither verified nor written within `verify-max-age` | |
@@ -236,6 +237,17 @@ pub fn health(vault: &Vault) -> Result<HealthReport> {
 
     // Tiers: damage, offsite lag, verification coverage.
     let cutoff = humantime::format_rfc3339_seconds(now - verify_max_age).to_string();
+    if vault.local_lost {
+        push(
+            Severity::Critical,
+            "tier-lost",
+            Some("local".into()),
+            format!(
+                "tier local is lost (no vault at {}); `coffer sync` recreates it from the s3 tier",
+                vault.settings.local.path.display()
+            ),
+        );
+    }
     for (i, tier) in vault.tiers().iter().enumerate() {
         let name = tier.name().to_string();
         let states = catalog.pack_states(&name)?;

@@ -89,6 +89,7 @@ pub fn prune(
     opts: &PruneOptions,
     progress: &dyn Progress,
 ) -> Result<PruneReport> {
+    vault.require_local("prune")?;
     let catalog = vault.catalog()?;
     catalog.record_run(RunKind::Prune, None, None, |_| {
         let mut report = crate::deletion::prune::prune(vault, ctx, opts, progress)?;

@@ -13,7 +13,16 @@ use crate::vault::Vault;
 ///
 /// # Errors
 /// Catalog errors; a tier that cannot be listed is reported in its report.
-pub fn sync(vault: &Vault, progress: &dyn Progress) -> Result<Vec<SyncReport>> {
+pub fn sync(vault: &mut Vault, progress: &dyn Progress) -> Result<Vec<SyncReport>> {
+    // A lost local tier is recreated (with the vault's config from S3);
+    // listing it empty below copies every pack and manifest back.
+    if vault.recreate_local()? {
+        progress.event(&crate::progress::Event::Warning(format!(
+            "the local tier was lost: recreated it at {} from the s3 tier; copying its packs back",
+            vault.settings.local.path.display()
+        )));
+    }
+    let vault = &*vault;
     let catalog = vault.catalog()?;
     let tiers = vault.tiers();
     let reports =
@@ -86,5 +95,29 @@ impl RunSummary for SyncRun {
 /// # Errors
 /// Catalog errors.
 pub fn status(vault: &Vault) -> Result<Vec<TierStatus>> {
-    replicate::status(&vault.catalog()?, &vault.tiers())
+    let mut st = replicate::status(&vault.catalog()?, &vault.tiers())?;
+    for t in st.iter_mut() {
+        t.lost = vault.local_lost && t.tier == "local";
+    }
+    Ok(st)
+}
+
+/// `coffer status --check`: lists every tier first, so that the status
+/// shows what the tiers hold rather than what the catalog last knew.
+/// Returns the tiers that could not be listed, with why.
+///
+/// # Errors
+/// Catalog errors.
+pub fn check(vault: &Vault) -> Result<Vec<(String, String)>> {
+    let catalog = vault.catalog()?;
+    let mut failed = Vec::new();
+    for t in vault.tiers() {
+        if vault.local_lost && t.name() == "local" {
+            continue;
+        }
+        if let Err(e) = replicate::check_listing(&catalog, &*t) {
+            failed.push((t.name().to_string(), e.to_string()));
+        }
+    }
+    Ok(failed)
 }

@@ -170,6 +170,12 @@ pub fn verify_with(
             packs_left: 0,
             oldest_left: None,
         };
+        if vault.local_lost {
+            rep.problems.push(format!(
+                "tier local is lost (no vault at {}): `coffer sync` recreates it from the s3 tier",
+                vault.settings.local.path.display()
+            ));
+        }
         let all = catalog.packs()?;
         let deadline = match opts.budget {
             Some(Budget::Time(d)) => Some(started + d),

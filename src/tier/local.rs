@@ -35,6 +35,17 @@ pub(crate) fn sync_dir(p: &Path) -> io::Result<()> {
 }
 
 impl LocalTier {
+    /// A local tier whose directory is lost (gone, or emptied of its
+    /// `config`), touching nothing on disk: it lists nothing and every
+    /// object in it is missing, until `coffer sync` recreates it.
+    pub fn lost(name: &str, root: &Path) -> Self {
+        LocalTier {
+            name: name.to_string(),
+            root: root.to_path_buf(),
+            tmp: root.join("tmp"),
+        }
+    }
+
     /// Opens (creating if needed) a local tier at `root`.
     ///
     /// # Errors

@@ -36,6 +36,34 @@ pub struct Vault {
     pub local: Arc<LocalTier>,
     /// The offsite S3 tier, when configured.
     pub s3: Option<Arc<S3Tier>>,
+    /// The local tier's directory is gone or holds no vault, and the vault
+    /// was opened from the S3 tier's config: reads skip the local tier,
+    /// writes to it are refused, `coffer sync` recreates it.
+    pub local_lost: bool,
+}
+
+/// The vault's config when the local tier is lost: from the S3 tier.
+fn lost_local_config(
+    settings: &Settings,
+    settings_path: &Path,
+    s3: Option<&S3Tier>,
+) -> Result<VaultConfig> {
+    let dir = settings.local.path.display();
+    let Some(s3) = s3 else {
+        return Err(Error::Config(format!(
+            "no vault at {dir} (named in {}), and no other tier is configured to recover it \
+             from; restore the directory from a copy, or run `coffer init` for a new vault",
+            settings_path.display()
+        )));
+    };
+    let bytes = s3.get(keys::CONFIG).map_err(|e| {
+        Error::Config(format!(
+            "the local tier is lost (no vault at {dir}) and the s3 tier cannot be read \
+             instead ({e}); restore the directory, or make {} reachable and run `coffer sync`",
+            s3.settings().url()
+        ))
+    })?;
+    Ok(VaultConfig::decode(&bytes)?)
 }
 
 impl Vault {
@@ -46,14 +74,23 @@ impl Vault {
     /// belong to different vaults.
     pub fn open(settings_path: &Path) -> Result<Self> {
         let settings = Settings::load(settings_path)?;
-        let local = LocalTier::open("local", &settings.local.path).map_err(|_| {
-            Error::Config(format!(
-                "no vault at {} (named in {}); restore the directory or run `coffer init`",
-                settings.local.path.display(),
-                settings_path.display()
-            ))
-        })?;
-        let config = VaultConfig::decode(&local.get(keys::CONFIG)?)?;
+        let s3 = match &settings.s3 {
+            Some(s) => Some(Arc::new(S3Tier::new("s3", s)?)),
+            None => None,
+        };
+        let (local, config, local_lost) = match LocalTier::open("local", &settings.local.path) {
+            Ok(local) => {
+                let config = VaultConfig::decode(&local.get(keys::CONFIG)?)?;
+                (local, config, false)
+            }
+            Err(_) => {
+                // The local directory is gone or emptied: a damaged tier,
+                // not a missing vault, while another tier holds the vault.
+                let config = lost_local_config(&settings, settings_path, s3.as_deref())?;
+                let local = LocalTier::lost("local", &settings.local.path);
+                (local, config, true)
+            }
+        };
         if config.vault_id.to_hex() != settings.vault_id {
             return Err(Error::Config(format!(
                 "{} holds vault {}, but {} names vault {}",
@@ -63,17 +100,55 @@ impl Vault {
                 settings.vault_id
             )));
         }
-        let s3 = match &settings.s3 {
-            Some(s) => Some(Arc::new(S3Tier::new("s3", s)?)),
-            None => None,
-        };
-        Ok(Vault {
+        let vault = Vault {
             settings,
             settings_path: settings_path.to_path_buf(),
             config,
             local: Arc::new(local),
             s3,
-        })
+            local_lost,
+        };
+        if local_lost {
+            vault.catalog()?.mark_tier_lost("local")?;
+        }
+        Ok(vault)
+    }
+
+    /// Refuses work that writes to the local tier while it is lost.
+    ///
+    /// # Errors
+    /// [`Error::Config`] saying to run `coffer sync` first.
+    pub fn require_local(&self, operation: &str) -> Result<()> {
+        if self.local_lost {
+            return Err(Error::Config(format!(
+                "{operation} needs the local tier, and it is lost (no vault at {}); \
+                 `coffer sync` recreates it from the s3 tier, then run this again",
+                self.settings.local.path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Recreates a lost local tier (its directories and the vault's
+    /// `config`, copied from the S3 tier); `coffer sync` then refills it.
+    /// Returns whether it was lost.
+    ///
+    /// # Errors
+    /// When the directory cannot be created or the config written.
+    pub fn recreate_local(&mut self) -> Result<bool> {
+        if !self.local_lost {
+            return Ok(false);
+        }
+        let s3 = self
+            .s3
+            .as_ref()
+            .expect("a lost local tier means an s3 tier");
+        let bytes = s3.get(keys::CONFIG)?;
+        let local = LocalTier::create("local", &self.settings.local.path)?;
+        local.put_bytes(keys::CONFIG, &bytes)?;
+        self.local = Arc::new(local);
+        self.local_lost = false;
+        Ok(true)
     }
 
     /// Tiers in the order reads try them: local first, then offsite.
@@ -96,7 +171,16 @@ impl Vault {
     /// [`Error::Config`] for a name that is not configured.
     pub fn select_tiers(&self, name: Option<&str>) -> Result<Vec<Arc<dyn Tier>>> {
         match name {
-            None => Ok(self.tiers()),
+            None => Ok(self
+                .tiers()
+                .into_iter()
+                .filter(|t| !(self.local_lost && t.name() == "local"))
+                .collect()),
+            Some("local") if self.local_lost => Err(Error::Config(format!(
+                "tier local is lost (no vault at {}); `coffer sync` recreates it from the \
+                 s3 tier, or read from it with --tier s3",
+                self.settings.local.path.display()
+            ))),
             Some(n) => {
                 let t: Vec<_> = self.tiers().into_iter().filter(|t| t.name() == n).collect();
                 if t.is_empty() {

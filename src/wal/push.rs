@@ -86,6 +86,7 @@ pub fn push(vault: &Vault, job: &str, path: &Path, progress: &dyn Progress) -> R
             "{name} is not a WAL file name ({e}); archive_command must pass %p"
         ))
     })?;
+    vault.require_local("archiving WAL")?;
     let mut input = Input::open(path)?;
     let key = vault.push_key()?;
     let archive = Archive::new(key.dedup_key.wal_key(), job);
