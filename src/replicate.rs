@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use serde::Serialize;
-use vault_format::{PackId, SnapshotId};
+use vault_format::PackId;
 
 use crate::catalog::{Catalog, CopyState};
 use crate::error::Result;
@@ -168,15 +168,28 @@ fn sync_manifests(
     let t = &tiers[target];
     let have = keyset(&**t, keys::SNAPSHOTS)?;
     let snap_states = catalog.snapshot_states(t.name())?;
+    let hashes = catalog.sealed_hashes()?;
     for s in catalog.snapshots(None)? {
         let key = keys::snapshot(&s.id);
-        if have.contains(&key) {
+        let corrupt = snap_states.get(&s.id) == Some(&CopyState::Corrupt);
+        if corrupt && have.contains(&key) {
+            // Objects are immutable, but a replaced or damaged manifest
+            // must go before the committed one can take its name back.
+            if let Err(e) = t.delete(&key) {
+                rep.problems.push(format!(
+                    "the damaged manifest of snapshot {} in tier {} cannot be replaced: {e}",
+                    s.id,
+                    t.name()
+                ));
+                continue;
+            }
+        } else if have.contains(&key) {
             if snap_states.get(&s.id) != Some(&CopyState::Present) {
                 catalog.set_snapshot_copy(&s.id, t.name(), CopyState::Present)?;
             }
             continue;
         }
-        match copy_manifest(tiers, target, &s.id, &key) {
+        match copy_manifest(tiers, target, hashes.get(&s.id), &key) {
             Ok(()) => {
                 catalog.set_snapshot_copy(&s.id, t.name(), CopyState::Present)?;
                 rep.manifests_copied += 1;
@@ -218,10 +231,12 @@ enum CopyFailure {
     Failed(String),
 }
 
+/// Copies one manifest from the first other tier whose copy is the
+/// committed one (its BLAKE3 is `hash`, when the catalog knows it).
 fn copy_manifest(
     tiers: &[Arc<dyn Tier>],
     target: usize,
-    _id: &SnapshotId,
+    hash: Option<&String>,
     key: &str,
 ) -> Result<(), CopyFailure> {
     let mut why = Vec::new();
@@ -231,6 +246,13 @@ fn copy_manifest(
             continue;
         }
         match s.get(key) {
+            Ok(b) if hash.is_some_and(|h| blake3::hash(&b).to_hex().as_str() != h) => {
+                nowhere = false;
+                why.push(format!(
+                    "the copy in {} is not the one committed either",
+                    s.name()
+                ));
+            }
             Ok(b) => {
                 return tiers[target]
                     .put_bytes(key, &b)

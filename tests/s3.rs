@@ -665,3 +665,80 @@ fn status_check_lists_the_tiers_and_finds_a_pack_deleted_behind_our_back() {
         local_keys(&h.path("vault"), "packs").len()
     );
 }
+
+/// Issue 13, failure 7: a manifest replaced in the bucket (here by another
+/// snapshot's sealed manifest: valid ciphertext, wrong bytes) is found by
+/// verify with and without the key, repaired by sync from the local tier,
+/// and does not make a rebuild drop the snapshot.
+#[test]
+fn a_manifest_replaced_in_the_bucket_is_found_by_verify_and_repaired_by_sync() {
+    let server = s3::s3s_fs();
+    let h = Host::new(&server);
+    h.init(&format!("s3://{}/swap", server.bucket()), &[]);
+    noise(&h.path("a.bin"), 1 << 20, 51);
+    let (a, _) = h.backup(&h.path("a.bin"));
+    let b_data = noise(&h.path("b.bin"), 1 << 20, 52);
+    let (b, _) = h.backup(&h.path("b.bin"));
+    let vault = h.path("vault");
+    let a_sealed = std::fs::read(vault.join("snapshots").join(&a)).unwrap();
+    let b_sealed = std::fs::read(vault.join("snapshots").join(&b)).unwrap();
+    let put = |bytes: Vec<u8>| {
+        let c = server.client();
+        let key = format!("swap/snapshots/{b}");
+        s3::run_async(async move {
+            c.put_object()
+                .bucket(s3::BUCKET)
+                .key(key)
+                .body(bytes.into())
+                .send()
+                .await
+                .unwrap()
+        });
+    };
+    put(a_sealed);
+    for args in [
+        &["--json", "verify", "--tier", "s3"][..],
+        &["--json", "verify", "--read-data", "--tier", "s3"],
+    ] {
+        let o = h.run(args);
+        assert_eq!(
+            o.status.code(),
+            Some(4),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let problems = v["problems"].to_string();
+        assert!(
+            problems.contains(&b) && problems.contains("not the one committed"),
+            "{v}"
+        );
+    }
+    assert_eq!(h.status("s3")["snapshots_complete"], 1);
+    h.ok(&["sync"]);
+    let c = server.client();
+    let key = format!("swap/snapshots/{b}");
+    let now = s3::run_async(async move {
+        let o = c
+            .get_object()
+            .bucket(s3::BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        o.body.collect().await.unwrap().into_bytes().to_vec()
+    });
+    assert!(now == b_sealed, "sync put the committed manifest back");
+    h.ok(&["verify", "--tier", "s3"]);
+    assert_eq!(h.status("s3")["snapshots_complete"], 2);
+
+    // Garbage in its place: a rebuild from S3 keeps the snapshot (the
+    // local tier's copy is good) and says which copy was bad.
+    put(b"not a manifest".to_vec());
+    let o = h.run(&["--json", "index", "rebuild", "--tier", "s3"]);
+    assert_eq!(o.status.code(), Some(4), "the bad copy is a problem");
+    let rebuilt: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rebuilt["snapshots"], 2, "{rebuilt}");
+    assert!(rebuilt["problems"].to_string().contains(&b), "{rebuilt}");
+    h.assert_restores(&b, "b.out", &[], &b_data);
+}

@@ -153,4 +153,10 @@ CREATE TABLE wal_systems (
     segment_size      INTEGER NOT NULL
 );
 "#,
+    // 3 -> 4: a manifest is checked by the hash of its sealed bytes, as a
+    // pack is by its id (vault-format/SPEC.md "Snapshots"). NULL: not known
+    // (committed before, or learned without the bytes).
+    r#"
+ALTER TABLE snapshots ADD COLUMN sealed_hash TEXT;
+"#,
 ];

@@ -81,7 +81,13 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn insert_snapshot(&mut self, m: &Manifest, tier: &str) -> Result<(), CatalogError> {
+    pub fn insert_snapshot(
+        &mut self,
+        m: &Manifest,
+        sealed: Option<&[u8]>,
+        tier: &str,
+    ) -> Result<(), CatalogError> {
+        let hash = sealed.map(|b| blake3::hash(b).to_hex().to_string());
         let path = self.path.clone();
         let e = |e| super::sql_err(&path, e);
         let tx = self.conn.transaction().map_err(e)?;
@@ -102,12 +108,51 @@ impl Catalog {
             ],
         )
         .map_err(e)?;
+        // The first sealed bytes seen are the committed ones (later copies
+        // are byte copies of them): recorded once, compared ever after.
+        tx.execute(
+            "UPDATE snapshots SET sealed_hash = ?2 WHERE id = ?1 AND sealed_hash IS NULL",
+            params![Sql(m.id), hash],
+        )
+        .map_err(e)?;
         tx.execute(
             "INSERT OR REPLACE INTO snapshot_copies(snapshot_id, tier, state, updated) VALUES (?1, ?2, ?3, ?4)",
             params![Sql(m.id), tier, CopyState::Present, now_rfc3339()],
         )
         .map_err(e)?;
         tx.commit().map_err(e)
+    }
+
+    /// The BLAKE3 (hex) of each snapshot's sealed manifest, where known.
+    ///
+    /// # Errors
+    /// SQLite errors; [`CatalogError::Damaged`] for a malformed row.
+    pub fn sealed_hashes(&self) -> Result<HashMap<SnapshotId, String>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, sealed_hash FROM snapshots WHERE sealed_hash IS NOT NULL")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, Sql<SnapshotId>>(0)?.0, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Records the sealed manifest's hash of a snapshot whose hash was not
+    /// known (checked against the catalog's manifest with the identity).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_sealed_hash(&self, id: &SnapshotId, sealed: &[u8]) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE snapshots SET sealed_hash = ?2 WHERE id = ?1 AND sealed_hash IS NULL",
+                params![Sql(*id), blake3::hash(sealed).to_hex().to_string()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 
     /// Snapshots, oldest first, optionally of one job.

@@ -159,18 +159,20 @@ fn read_tier(
             continue;
         };
         let manifest = if known.contains(&id) {
-            Ok(cat.manifest(&id)?)
+            Ok((cat.manifest(&id)?, None))
         } else {
-            tier.get(&obj.key)
-                .map_err(|e| e.to_string())
-                .and_then(|b| Manifest::open(identity, &b).map_err(|e| e.to_string()))
+            tier.get(&obj.key).map_err(|e| e.to_string()).and_then(|b| {
+                Manifest::open(identity, &b)
+                    .map(|m| (m, Some(b)))
+                    .map_err(|e| e.to_string())
+            })
         };
         match manifest {
-            Ok(m) if m.id == id && m.vault_id == config.vault_id => {
+            Ok((m, sealed)) if m.id == id && m.vault_id == config.vault_id => {
                 if !known.contains(&id) {
                     rep.snapshots += 1;
                 }
-                cat.insert_snapshot(&m, tier.name())?;
+                cat.insert_snapshot(&m, sealed.as_deref(), tier.name())?;
             }
             Ok(_) => rep.problems.push(format!(
                 "snapshot {id} in tier {}: manifest names another snapshot or vault",

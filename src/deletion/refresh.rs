@@ -149,13 +149,13 @@ pub fn refresh(
             if catalog.deletion_pending(&key)? {
                 continue;
             }
-            match t
-                .get(&key)
-                .map_err(|e| e.to_string())
-                .and_then(|b| Manifest::open(identity, &b).map_err(|e| e.to_string()))
-            {
-                Ok(m) if m.id == *id && m.vault_id == config.vault_id => {
-                    catalog.insert_snapshot(&m, t.name())?;
+            match t.get(&key).map_err(|e| e.to_string()).and_then(|b| {
+                Manifest::open(identity, &b)
+                    .map(|m| (m, b))
+                    .map_err(|e| e.to_string())
+            }) {
+                Ok((m, b)) if m.id == *id && m.vault_id == config.vault_id => {
+                    catalog.insert_snapshot(&m, Some(&b), t.name())?;
                     // The next tier that holds it records its copy only.
                     known.insert(*id);
                     learned.snapshots += 1;

@@ -199,7 +199,7 @@ pub fn run(
     lock.check_live()?;
     ctx.tier.put_bytes(&keys::snapshot(&id), &sealed)?;
     progress.event(&Event::ManifestStored { id });
-    Catalog::open(&ctx.catalog_path)?.insert_snapshot(&manifest, ctx.tier.name())?;
+    Catalog::open(&ctx.catalog_path)?.insert_snapshot(&manifest, Some(&sealed), ctx.tier.name())?;
     progress.event(&Event::SnapshotCommitted { id });
     lock.release();
 
