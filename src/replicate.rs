@@ -43,6 +43,9 @@ pub struct SyncReport {
     pub forgotten_elsewhere: u64,
     /// WAL files uploaded to it in batches (the offsite tier).
     pub wal_files_copied: u64,
+    /// Objects deleted behind coffer's back that S3 Object Lock kept, made
+    /// current again (their delete markers removed).
+    pub delete_markers_removed: u64,
     /// What could not be done (pack or snapshot, why).
     pub problems: Vec<String>,
 }
@@ -76,6 +79,23 @@ pub fn sync_to(
         return Ok(rep);
     }
     sync_manifests(catalog, tiers, target, progress, &mut rep)?;
+    // Objects deleted behind coffer's back that Object Lock kept: current
+    // again, so that every other reader sees them too.
+    for key in t.hidden_by_delete_markers() {
+        match t.remove_delete_markers(&key) {
+            Ok(()) => {
+                rep.delete_markers_removed += 1;
+                progress.event(&Event::Warning(format!(
+                    "{key} in tier {} had been deleted behind coffer's back (Object Lock kept it): delete marker removed",
+                    t.name()
+                )));
+            }
+            Err(e) => rep.problems.push(format!(
+                "{key} in tier {} is hidden by a delete marker that cannot be removed: {e}",
+                t.name()
+            )),
+        }
+    }
     catalog.set_tier_listed(t.name())?;
     Ok(rep)
 }

@@ -742,3 +742,92 @@ fn a_manifest_replaced_in_the_bucket_is_found_by_verify_and_repaired_by_sync() {
     assert!(rebuilt["problems"].to_string().contains(&b), "{rebuilt}");
     h.assert_restores(&b, "b.out", &[], &b_data);
 }
+
+/// Issue 13, failure 8: with Object Lock, a plain delete (the same
+/// credentials, no version id) only adds a delete marker over the locked
+/// version. coffer reads that version (restore, verify), says so, and sync
+/// removes the markers so the objects are current again.
+#[test]
+fn a_delete_marker_over_a_locked_version_is_read_reported_and_removed() {
+    let server = s3::seaweedfs(true);
+    server.create_bucket("marked", true);
+    let h = Host::new(&server);
+    h.init(
+        "s3://marked/",
+        &[
+            "--s3-object-lock",
+            "governance",
+            "--s3-object-lock-days",
+            "1",
+        ],
+    );
+    let data = noise(&h.path("in.bin"), 3 << 20, 61);
+    let (id, o) = h.backup(&h.path("in.bin"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listed = |prefix: &'static str| {
+        let c = server.client();
+        s3::run_async(async move {
+            c.list_objects_v2()
+                .bucket("marked")
+                .prefix(prefix)
+                .send()
+                .await
+                .unwrap()
+                .contents()
+                .iter()
+                .map(|o| o.key().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+    };
+    let objects: Vec<String> = [listed("packs/"), listed("snapshots/")].concat();
+    assert!(objects.len() >= 2, "{objects:?}");
+    let c = server.client();
+    let keys = objects.clone();
+    s3::run_async(async move {
+        for k in keys {
+            c.delete_object()
+                .bucket("marked")
+                .key(k)
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    assert!(listed("packs/").is_empty(), "the delete markers hide them");
+
+    let o = h.assert_restores(&id, "out", &["--tier", "s3"], &data);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("deleted behind coffer's back"), "{err}");
+    let o = h.run(&["--json", "verify", "--tier", "s3"]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let problems = v["problems"].to_string();
+    for k in &objects {
+        assert!(
+            problems.contains(k.as_str()) && problems.contains("delete marker"),
+            "{v}"
+        );
+    }
+    assert!(!problems.contains("missing"), "{v}");
+
+    let synced: serde_json::Value = serde_json::from_str(&h.ok(&["--json", "sync"])).unwrap();
+    let s3 = synced
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["tier"] == "s3")
+        .unwrap();
+    assert_eq!(s3["delete_markers_removed"], objects.len(), "{synced}");
+    assert_eq!(s3["packs_copied"], 0, "{synced}");
+    let mut now = [listed("packs/"), listed("snapshots/")].concat();
+    now.sort();
+    let mut before = objects;
+    before.sort();
+    assert_eq!(now, before, "current again");
+    h.ok(&["verify", "--tier", "s3"]);
+}

@@ -60,3 +60,19 @@ pub fn read_context_from(
         threads: crate::pipeline::threads(),
     })
 }
+
+/// Warns about objects read from under a delete marker (S3 Object Lock):
+/// deleted behind coffer's back, still kept, and `coffer sync` makes them
+/// current again.
+pub fn warn_hidden(tiers: &[Arc<dyn crate::tier::Tier>], progress: &dyn crate::progress::Progress) {
+    for t in tiers {
+        let hidden = t.hidden_by_delete_markers();
+        if let Some(first) = hidden.first() {
+            progress.event(&crate::progress::Event::Warning(format!(
+                "{} object(s) in tier {} were deleted behind coffer's back (a delete marker hides them; their locked versions were read), e.g. {first}; `coffer sync` removes the markers",
+                hidden.len(),
+                t.name()
+            )));
+        }
+    }
+}

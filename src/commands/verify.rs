@@ -187,6 +187,12 @@ pub fn verify_with(
                 &catalog, &**tier, &packs, read, deadline, progress, &mut rep,
             )?;
             check_manifests(&catalog, &**tier, read, &mut rep)?;
+            for key in tier.hidden_by_delete_markers() {
+                rep.problems.push(format!(
+                    "{key} in tier {} was deleted behind coffer's back: a delete marker hides it, its locked version is intact and was read; `coffer sync` removes the marker",
+                    tier.name()
+                ));
+            }
         }
         rep.seconds = started.elapsed().as_secs_f64();
         Ok(rep)

@@ -103,6 +103,12 @@ impl Tier for FaultTier {
     fn extend_retention(&self, key: &str, until: std::time::SystemTime) -> Result<(), TierError> {
         self.inner.extend_retention(key, until)
     }
+    fn hidden_by_delete_markers(&self) -> Vec<String> {
+        self.inner.hidden_by_delete_markers()
+    }
+    fn remove_delete_markers(&self, key: &str) -> Result<(), TierError> {
+        self.inner.remove_delete_markers(key)
+    }
     fn spool_dir(&self) -> Option<&Path> {
         self.inner.spool_dir()
     }

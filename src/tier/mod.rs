@@ -179,6 +179,21 @@ pub trait Tier: Send + Sync {
         Ok(())
     }
 
+    /// Objects this tier found deleted behind coffer's back but still kept
+    /// (S3 Object Lock: a delete marker over a locked version), which reads
+    /// and listings used; reported by verify, restore and sync.
+    fn hidden_by_delete_markers(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Makes an object hidden by delete markers current again.
+    ///
+    /// # Errors
+    /// When the store refuses.
+    fn remove_delete_markers(&self, _key: &str) -> Result<(), TierError> {
+        Ok(())
+    }
+
     /// A directory on the same filesystem where packs can be spooled while
     /// they are sealed, so that storing them is a link, not a copy.
     fn spool_dir(&self) -> Option<&Path> {

@@ -60,26 +60,28 @@ pub fn restore(
     // packs that are gone.
     crate::deletion::refresh::catch_up(vault, Some(ctx), progress)?;
     let catalog = vault.catalog()?;
-    catalog.record_run(
-        RunKind::Restore,
-        Some(&manifest.job),
-        Some(&manifest.id),
-        |_| match target {
-            Target::Stdout => {
-                let stdout = std::io::stdout();
-                let mut lock = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-                restore::run(ctx, manifest, &mut lock, progress)
-            }
-            Target::Path(p) if manifest.kind == kinds::TAR => {
-                to_tree(ctx, manifest, p, None, progress)
-            }
-            Target::Path(p) if manifest.kind == crate::pg::basebackup::KIND_BASE => {
-                to_tree(ctx, manifest, p, Some(&Tablespaces::default()), progress)
-            }
-            Target::DataDir(p, t) => to_tree(ctx, manifest, p, Some(t), progress),
-            Target::Path(p) => to_file(ctx, manifest, p, progress),
-        },
-    )
+    catalog
+        .record_run(
+            RunKind::Restore,
+            Some(&manifest.job),
+            Some(&manifest.id),
+            |_| match target {
+                Target::Stdout => {
+                    let stdout = std::io::stdout();
+                    let mut lock = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+                    restore::run(ctx, manifest, &mut lock, progress)
+                }
+                Target::Path(p) if manifest.kind == kinds::TAR => {
+                    to_tree(ctx, manifest, p, None, progress)
+                }
+                Target::Path(p) if manifest.kind == crate::pg::basebackup::KIND_BASE => {
+                    to_tree(ctx, manifest, p, Some(&Tablespaces::default()), progress)
+                }
+                Target::DataDir(p, t) => to_tree(ctx, manifest, p, Some(t), progress),
+                Target::Path(p) => to_file(ctx, manifest, p, progress),
+            },
+        )
+        .inspect(|_| super::warn_hidden(&ctx.tiers, progress))
 }
 
 fn out_err(what: &Path) -> impl Fn(std::io::Error) -> Error + '_ {

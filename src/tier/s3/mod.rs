@@ -33,6 +33,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ObjectLockMode, StorageClass};
 
+mod markers;
 mod reader;
 mod retention;
 mod settings;
@@ -50,6 +51,8 @@ pub struct S3Tier {
     settings: S3Settings,
     lock: Option<(ObjectLockMode, u32)>,
     no_conditional_put: AtomicBool,
+    /// Keys found under a delete marker (see [`markers`]).
+    hidden: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl S3Tier {
@@ -120,6 +123,7 @@ impl S3Tier {
             settings: settings.clone(),
             lock,
             no_conditional_put: AtomicBool::new(false),
+            hidden: Default::default(),
         })
     }
 
@@ -359,31 +363,45 @@ impl Tier for S3Tier {
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, TierError> {
-        self.clone_handle().fetch(key, 0, None)
+        match self.clone_handle().fetch(key, None, 0, None) {
+            Err(e) if e.is_not_found() && self.lock.is_some() => {
+                match self.rt.block_on(self.hidden_version(key))? {
+                    Some((version, _)) => {
+                        self.note_hidden(key);
+                        self.clone_handle().fetch(key, Some(&version), 0, None)
+                    }
+                    None => Err(e),
+                }
+            }
+            r => r,
+        }
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn ReadSeek>, TierError> {
-        let size = self.head(key)?.ok_or_else(|| TierError::NotFound {
-            tier: self.name.clone(),
-            key: key.to_string(),
-        })?;
-        Ok(Box::new(RangeReader::new(self.clone_handle(), key, size)))
+        let (version, size) = match self.head_current(key)? {
+            Some(size) => (None, size),
+            None => match self.hidden(key)? {
+                Some((version, size)) => (Some(version), size),
+                None => {
+                    return Err(TierError::NotFound {
+                        tier: self.name.clone(),
+                        key: key.to_string(),
+                    })
+                }
+            },
+        };
+        Ok(Box::new(RangeReader::new(
+            self.clone_handle(),
+            key,
+            version,
+            size,
+        )))
     }
 
     fn head(&self, key: &str) -> Result<Option<u64>, TierError> {
-        let r = self.rt.block_on(
-            self.client
-                .head_object()
-                .bucket(&self.settings.bucket)
-                .key(self.full(key))
-                .send(),
-        );
-        match r {
-            Ok(o) => Ok(Some(o.content_length().unwrap_or(0).max(0) as u64)),
-            Err(e) => match self.err("head", key, e) {
-                TierError::NotFound { .. } => Ok(None),
-                other => Err(other),
-            },
+        match self.head_current(key)? {
+            Some(size) => Ok(Some(size)),
+            None => Ok(self.hidden(key)?.map(|(_, size)| size)),
         }
     }
 
@@ -409,9 +427,30 @@ impl Tier for S3Tier {
                     }
                 }
             }
+            if self.lock.is_some() {
+                for o in self.hidden_under(prefix).await? {
+                    self.note_hidden(&o.key);
+                    out.push(o);
+                }
+            }
             out.sort_by(|a, b| a.key.cmp(&b.key));
             Ok(out)
         })
+    }
+
+    fn hidden_by_delete_markers(&self) -> Vec<String> {
+        self.hidden
+            .lock()
+            .expect("hidden keys")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn remove_delete_markers(&self, key: &str) -> Result<(), TierError> {
+        self.rt.block_on(self.remove_markers(key))?;
+        self.hidden.lock().expect("hidden keys").remove(key);
+        Ok(())
     }
 
     fn delete(&self, key: &str) -> Result<(), TierError> {
@@ -443,6 +482,37 @@ impl Tier for S3Tier {
 }
 
 impl S3Tier {
+    /// The size of the current version of `key`, `None` when absent.
+    fn head_current(&self, key: &str) -> Result<Option<u64>, TierError> {
+        let r = self.rt.block_on(
+            self.client
+                .head_object()
+                .bucket(&self.settings.bucket)
+                .key(self.full(key))
+                .send(),
+        );
+        match r {
+            Ok(o) => Ok(Some(o.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) => match self.err("head", key, e) {
+                TierError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// On a tier with Object Lock, the version of an absent `key` that a
+    /// delete marker hides, remembered for the report.
+    fn hidden(&self, key: &str) -> Result<Option<(String, u64)>, TierError> {
+        if self.lock.is_none() {
+            return Ok(None);
+        }
+        let found = self.rt.block_on(self.hidden_version(key))?;
+        if found.is_some() {
+            self.note_hidden(key);
+        }
+        Ok(found)
+    }
+
     fn clone_handle(&self) -> S3Handle {
         S3Handle {
             name: self.name.clone(),

@@ -32,6 +32,8 @@ pub(super) struct S3Handle {
 pub(super) struct RangeReader {
     tier: S3Handle,
     key: String,
+    /// The version to read (one a delete marker hides), else the current.
+    version: Option<String>,
     size: u64,
     pos: u64,
     buf: Vec<u8>,
@@ -40,10 +42,11 @@ pub(super) struct RangeReader {
 }
 
 impl RangeReader {
-    pub(super) fn new(tier: S3Handle, key: &str, size: u64) -> Self {
+    pub(super) fn new(tier: S3Handle, key: &str, version: Option<String>, size: u64) -> Self {
         RangeReader {
             tier,
             key: key.to_string(),
+            version,
             size,
             pos: 0,
             buf: Vec::new(),
@@ -56,7 +59,7 @@ impl RangeReader {
         let len = (self.window as u64).min(self.size - self.pos);
         let r = self
             .tier
-            .fetch(&self.key, self.pos, Some(len))
+            .fetch(&self.key, self.version.as_deref(), self.pos, Some(len))
             .map_err(|e| io::Error::other(e.to_string()))?;
         if r.len() as u64 != len {
             return Err(io::Error::new(
@@ -85,8 +88,8 @@ const RESUME_ATTEMPTS: u32 = 6;
 const RESUME_FIRST_DELAY: Duration = Duration::from_millis(200);
 
 impl S3Handle {
-    /// Reads `len` bytes of `key` from `from` (to the end when `len` is
-    /// `None`). The SDK retries a request that fails, but not a body that
+    /// Reads `len` bytes of `key` (of `version`, else the current one) from
+    /// `from` (to the end when `len` is `None`). The SDK retries a request that fails, but not a body that
     /// breaks off half way (a reset connection, a proxy timing out): such a
     /// read is resumed with a ranged GET from the offset reached, with
     /// backoff, up to [`RESUME_ATTEMPTS`] times. A missing object or refused
@@ -95,6 +98,7 @@ impl S3Handle {
     pub(super) fn fetch(
         &self,
         key: &str,
+        version: Option<&str>,
         from: u64,
         len: Option<u64>,
     ) -> Result<Vec<u8>, TierError> {
@@ -121,6 +125,7 @@ impl S3Handle {
                     .get_object()
                     .bucket(&self.settings.bucket)
                     .key(&full)
+                    .set_version_id(version.map(str::to_string))
                     .set_range(range)
                     .send()
                     .await;
