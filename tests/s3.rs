@@ -831,3 +831,71 @@ fn a_delete_marker_over_a_locked_version_is_read_reported_and_removed() {
     assert_eq!(now, before, "current again");
     h.ok(&["verify", "--tier", "s3"]);
 }
+
+/// Issue 13, failure 9: hosts sharing one vault learn each other's
+/// snapshots and chunk index on `sync`, incrementally, and each host's
+/// local tier keeps only what its own snapshots need unless `sync --all`.
+#[test]
+fn hosts_sharing_a_vault_learn_each_other_on_sync_and_keep_their_own_local_tier() {
+    let server = s3::s3s_fs();
+    let url = format!("s3://{}/shared", server.bucket());
+    let mut a = Host::new(&server);
+    a.env.push(("COFFER_HOST".into(), "host-a".into()));
+    a.init(&url, &[]);
+    let mut b = Host::new(&server);
+    b.env.push(("COFFER_HOST".into(), "host-b".into()));
+    let identity = a.path("cfg/identity.txt");
+    b.init(&url, &["--identity", identity.to_str().unwrap()]);
+
+    let a1 = noise(&a.path("a1.bin"), 4 << 20, 71);
+    let (ida1, _) = a.backup(&a.path("a1.bin"));
+    let sync = |h: &Host, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["--json", "sync"];
+        args.extend_from_slice(extra);
+        let v: serde_json::Value = serde_json::from_str(&h.ok(&args)).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["tier"] == "s3")
+            .unwrap()
+            .clone()
+    };
+    let learned = sync(&b, &[]);
+    assert_eq!(learned["snapshots_learned"], 1, "{learned}");
+    assert!(learned["packs_learned"].as_u64().unwrap() >= 1, "{learned}");
+    let snaps: serde_json::Value = serde_json::from_str(&b.ok(&["--json", "snapshots"])).unwrap();
+    assert_eq!(snaps[0]["id"], ida1.as_str(), "{snaps}");
+    assert!(
+        local_keys(&b.path("vault"), "packs").is_empty(),
+        "A's packs stay in S3"
+    );
+    assert_eq!(b.status("local")["packs_pending"], 0);
+    b.assert_restores(&ida1, "a1.out", &[], &a1);
+
+    noise(&b.path("b1.bin"), 2 << 20, 72);
+    let (_, o) = b.backup(&b.path("b1.bin"));
+    assert!(o.status.success());
+    let b_packs = local_keys(&b.path("vault"), "packs");
+    noise(&a.path("a2.bin"), 2 << 20, 73);
+    a.backup(&a.path("a2.bin"));
+    let a_packs = local_keys(&a.path("vault"), "packs");
+    assert_eq!(sync(&a, &[])["snapshots_learned"], 1);
+    assert_eq!(
+        local_keys(&a.path("vault"), "packs"),
+        a_packs,
+        "B's packs stay in S3"
+    );
+    // Incremental: B learns only A's new snapshot.
+    assert_eq!(sync(&b, &[])["snapshots_learned"], 1);
+    assert_eq!(sync(&b, &[])["snapshots_learned"], 0);
+    assert_eq!(local_keys(&b.path("vault"), "packs"), b_packs);
+
+    // Asked to: a full local mirror, and then B deduplicates against A.
+    sync(&b, &["--all"]);
+    let all = local_keys(&b.path("vault"), "packs");
+    assert!(all.len() > b_packs.len() && b_packs.iter().all(|p| all.contains(p)));
+    let again: serde_json::Value =
+        serde_json::from_str(&b.ok(&["--json", "backup", a.path("a1.bin").to_str().unwrap()]))
+            .unwrap();
+    assert_eq!(again["new_chunks"], 0, "{again}");
+}

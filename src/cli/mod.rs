@@ -99,8 +99,9 @@ pub enum Command {
     /// Check every pack (and with --read-data every chunk) for damage.
     Verify(verify::VerifyArgs),
     /// Copy what is pending to every tier (offsite uploads) and repair any
-    /// tier from another, byte for byte. Safe to interrupt and re-run.
-    Sync,
+    /// tier from another, byte for byte; learn other hosts' snapshots from
+    /// the offsite tier (with the identity). Safe to interrupt and re-run.
+    Sync(sync::SyncArgs),
     /// Per tier: snapshots complete, packs and bytes pending, age of the
     /// newest complete snapshot, when the tier was last listed. From the
     /// catalog; --check lists every tier first.
@@ -172,7 +173,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Snapshots(a) => snapshots::run(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Verify(a) => verify::run(&ctx, a),
-        Command::Sync => sync::sync(&ctx),
+        Command::Sync(a) => sync::sync(&ctx, &a),
         Command::Status(a) => sync::status(&ctx, &a),
         Command::Forget(a) => forget::forget(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),

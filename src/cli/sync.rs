@@ -7,9 +7,20 @@ use coffer::replicate::{SyncReport, TierStatus};
 use super::output::{bytes, note, out, render, with_progress, Render, Verbosity};
 use super::Ctx;
 
-pub fn sync(ctx: &Ctx) -> Result<i32> {
+/// `coffer sync`.
+#[derive(clap::Args, Debug)]
+pub struct SyncArgs {
+    /// Copy every pack and manifest into the local tier too, other hosts'
+    /// included (a full local mirror: disaster recovery onto a new
+    /// machine, or deduplicating against other hosts' data). Without it
+    /// the local tier keeps what this host's own snapshots need.
+    #[arg(long)]
+    pub all: bool,
+}
+
+pub fn sync(ctx: &Ctx, a: &SyncArgs) -> Result<i32> {
     let mut vault = ctx.vault()?;
-    let reps = with_progress(ctx.v, "syncing", |p| sync::sync(&mut vault, p))?;
+    let reps = with_progress(ctx.v, "syncing", |p| sync::sync(&mut vault, a.all, p))?;
     Ok(render(ctx.v, &Synced(reps)))
 }
 

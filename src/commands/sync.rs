@@ -3,7 +3,7 @@
 use crate::catalog::{Outcome, RunKind, RunSummary};
 use crate::deletion::pending;
 use crate::error::Result;
-use crate::progress::Progress;
+use crate::progress::{Event, Progress};
 use crate::replicate::{self, SyncReport, TierStatus};
 use crate::vault::Vault;
 
@@ -13,11 +13,11 @@ use crate::vault::Vault;
 ///
 /// # Errors
 /// Catalog errors; a tier that cannot be listed is reported in its report.
-pub fn sync(vault: &mut Vault, progress: &dyn Progress) -> Result<Vec<SyncReport>> {
+pub fn sync(vault: &mut Vault, all: bool, progress: &dyn Progress) -> Result<Vec<SyncReport>> {
     // A lost local tier is recreated (with the vault's config from S3);
     // listing it empty below copies every pack and manifest back.
     if vault.recreate_local()? {
-        progress.event(&crate::progress::Event::Warning(format!(
+        progress.event(&Event::Warning(format!(
             "the local tier was lost: recreated it at {} from the s3 tier; copying its packs back",
             vault.settings.local.path.display()
         )));
@@ -29,9 +29,15 @@ pub fn sync(vault: &mut Vault, progress: &dyn Progress) -> Result<Vec<SyncReport
         catalog.record_run(RunKind::Sync, None, None, |_| -> Result<SyncRun> {
             // Deletions decided earlier (forget, prune) that a tier missed.
             let deleted = pending::run(&catalog, &tiers, |_| true, progress)?;
+            let learned = learn(vault, progress);
             let mut out = Vec::new();
             for i in 0..tiers.len() {
-                let mut r = match replicate::sync_to(&catalog, &tiers, i, progress) {
+                let scope = if i == 0 && !all {
+                    replicate::Scope::Own
+                } else {
+                    replicate::Scope::All
+                };
+                let mut r = match replicate::sync_scoped(&catalog, &tiers, i, scope, progress) {
                     Ok(r) => r,
                     Err(e) => SyncReport {
                         tier: tiers[i].name().to_string(),
@@ -39,6 +45,10 @@ pub fn sync(vault: &mut Vault, progress: &dyn Progress) -> Result<Vec<SyncReport
                         ..Default::default()
                     },
                 };
+                if let Some((snapshots, packs)) = learned.get(&r.tier) {
+                    r.snapshots_learned = *snapshots;
+                    r.packs_learned = *packs;
+                }
                 if let Some(d) = deleted.iter().find(|d| d.tier == r.tier) {
                     r.objects_deleted = d.deleted;
                     r.deletions_retained = d.retained.len() as u64;
@@ -62,6 +72,60 @@ pub fn sync(vault: &mut Vault, progress: &dyn Progress) -> Result<Vec<SyncReport
             Ok(SyncRun(out))
         })?;
     Ok(reports.0)
+}
+
+/// Learns what other hosts stored in the offsite tiers: their snapshots
+/// and the chunk index of their packs, so that this host lists them,
+/// restores them, verifies them and (once a pack is in its local tier)
+/// deduplicates against them. Only new objects are opened (a listing, then
+/// the manifest and the pack index of what the catalog does not know), so
+/// it is cheap when nothing changed. Needs the identity (manifests and
+/// pack indexes are sealed): a host with the push key alone learns
+/// nothing. A failure is a warning: sync goes on.
+fn learn(vault: &Vault, progress: &dyn Progress) -> std::collections::HashMap<String, (u64, u64)> {
+    let mut out = std::collections::HashMap::new();
+    let configured =
+        crate::vault::keyfiles::identity_path(None, vault.settings.identity.as_deref());
+    if configured.is_none() {
+        return out;
+    }
+    let identity = match vault.identity(None, "learning other hosts' snapshots") {
+        Ok((identity, _)) => identity,
+        Err(e) => {
+            progress.event(&Event::Warning(format!(
+                "other hosts' snapshots were not learned: {e}"
+            )));
+            return out;
+        }
+    };
+    let (views, _) = crate::deletion::refresh::list(&vault.offsite());
+    for view in views {
+        let name = view.tier.name().to_string();
+        let learned = vault
+            .catalog()
+            .map_err(crate::Error::from)
+            .and_then(|mut c| {
+                crate::deletion::refresh::refresh(
+                    &mut c,
+                    std::slice::from_ref(&view),
+                    None,
+                    &vault.config,
+                    Some(&identity),
+                )
+            });
+        match learned {
+            Ok(l) => {
+                for p in &l.problems {
+                    progress.event(&Event::Warning(p.clone()));
+                }
+                out.insert(name, (l.snapshots, l.packs));
+            }
+            Err(e) => progress.event(&Event::Warning(format!(
+                "learning from tier {name} failed: {e}"
+            ))),
+        }
+    }
+    out
 }
 
 /// A sync's reports, as its run records them.

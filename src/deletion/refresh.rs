@@ -138,7 +138,12 @@ pub fn refresh(
         for id in &v.snapshots {
             let key = keys::snapshot(id);
             if known.contains(id) {
-                if states.get(id) != Some(&CopyState::Present) {
+                // A copy found damaged stays so until sync replaces it:
+                // being listed says nothing about its bytes.
+                if !matches!(
+                    states.get(id),
+                    Some(CopyState::Present | CopyState::Corrupt)
+                ) {
                     catalog.set_snapshot_copy(id, t.name(), CopyState::Present)?;
                 }
                 continue;
@@ -284,7 +289,12 @@ fn refresh_packs(
         for (id, size) in &v.packs {
             let key = keys::pack(id);
             if known.contains(id) || indexed.contains(id) {
-                if states.get(id) != Some(&CopyState::Present) {
+                // A copy found damaged stays so until sync replaces it:
+                // being listed says nothing about its bytes.
+                if !matches!(
+                    states.get(id),
+                    Some(CopyState::Present | CopyState::Corrupt)
+                ) {
                     catalog.set_pack_copy(id, t.name(), CopyState::Present, false)?;
                 }
                 continue;

@@ -23,6 +23,9 @@ use crate::error::Result;
 use crate::progress::{Event, Progress};
 use crate::tier::{keys, Tier, TierError};
 
+mod status;
+pub use status::{check_listing, status, TierStatus};
+
 /// What a sync did for one target tier (`--json` of `coffer sync`).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SyncReport {
@@ -46,12 +49,29 @@ pub struct SyncReport {
     /// Objects deleted behind coffer's back that S3 Object Lock kept, made
     /// current again (their delete markers removed).
     pub delete_markers_removed: u64,
+    /// Other hosts' snapshots learned from this tier (needs the identity).
+    pub snapshots_learned: u64,
+    /// Packs learned from this tier (their indexes read: chunks known).
+    pub packs_learned: u64,
     /// What could not be done (pack or snapshot, why).
     pub problems: Vec<String>,
 }
 
 fn keyset(t: &dyn Tier, prefix: &str) -> Result<HashSet<String>, TierError> {
     Ok(t.list(prefix)?.into_iter().map(|o| o.key).collect())
+}
+
+/// What a sync copies into a tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every pack and manifest the catalog knows: the offsite tier, which
+    /// every host of a vault shares, and `coffer sync --all`.
+    All,
+    /// What this host's local tier holds or needs: packs it has a copy
+    /// record for (its own, and those it was told to keep), and manifests
+    /// of its own snapshots. Other hosts' packs and snapshots, learned from
+    /// the shared tier, stay there.
+    Own,
 }
 
 /// Brings `target` (an index into `tiers`) up to date with the catalog.
@@ -65,12 +85,26 @@ pub fn sync_to(
     target: usize,
     progress: &dyn Progress,
 ) -> Result<SyncReport> {
+    sync_scoped(catalog, tiers, target, Scope::All, progress)
+}
+
+/// [`sync_to`] copying only what `scope` says.
+///
+/// # Errors
+/// As [`sync_to`].
+pub fn sync_scoped(
+    catalog: &Catalog,
+    tiers: &[Arc<dyn Tier>],
+    target: usize,
+    scope: Scope,
+    progress: &dyn Progress,
+) -> Result<SyncReport> {
     let t = &tiers[target];
     let mut rep = SyncReport {
         tier: t.name().to_string(),
         ..Default::default()
     };
-    sync_packs(catalog, tiers, target, progress, &mut rep)?;
+    sync_packs(catalog, tiers, target, scope, progress, &mut rep)?;
     if !rep.problems.is_empty() {
         rep.problems.push(format!(
             "manifests were not copied to {}: a snapshot is only offered on a tier that holds all its packs",
@@ -78,7 +112,7 @@ pub fn sync_to(
         ));
         return Ok(rep);
     }
-    sync_manifests(catalog, tiers, target, progress, &mut rep)?;
+    sync_manifests(catalog, tiers, target, scope, progress, &mut rep)?;
     // Objects deleted behind coffer's back that Object Lock kept: current
     // again, so that every other reader sees them too.
     for key in t.hidden_by_delete_markers() {
@@ -105,6 +139,7 @@ fn sync_packs(
     catalog: &Catalog,
     tiers: &[Arc<dyn Tier>],
     target: usize,
+    scope: Scope,
     progress: &dyn Progress,
     rep: &mut SyncReport,
 ) -> Result<()> {
@@ -116,6 +151,9 @@ fn sync_packs(
     for (id, size) in catalog.packs()? {
         let key = keys::pack(&id);
         let state = states.get(&id).copied();
+        if scope == Scope::Own && state.is_none() && !have.contains(&key) {
+            continue;
+        }
         let present = have.contains(&key) && state != Some(CopyState::Corrupt);
         if present {
             if state != Some(CopyState::Present) {
@@ -182,15 +220,24 @@ fn sync_manifests(
     catalog: &Catalog,
     tiers: &[Arc<dyn Tier>],
     target: usize,
+    scope: Scope,
     progress: &dyn Progress,
     rep: &mut SyncReport,
 ) -> Result<()> {
+    let host = crate::util::hostname();
     let t = &tiers[target];
     let have = keyset(&**t, keys::SNAPSHOTS)?;
     let snap_states = catalog.snapshot_states(t.name())?;
     let hashes = catalog.sealed_hashes()?;
     for s in catalog.snapshots(None)? {
         let key = keys::snapshot(&s.id);
+        if scope == Scope::Own
+            && s.host != host
+            && !snap_states.contains_key(&s.id)
+            && !have.contains(&key)
+        {
+            continue;
+        }
         let corrupt = snap_states.get(&s.id) == Some(&CopyState::Corrupt);
         if corrupt && have.contains(&key) {
             // Objects are immutable, but a replaced or damaged manifest
@@ -337,130 +384,4 @@ pub(crate) fn copy_pack(
     dst.put_file(key, spool.path())
         .map(|_| ())
         .map_err(|e| e.to_string())
-}
-
-/// Per-tier replication state (`coffer status`).
-#[derive(Debug, Clone, Serialize)]
-pub struct TierStatus {
-    /// Tier name.
-    pub tier: String,
-    /// Snapshots in the catalog.
-    pub snapshots: u64,
-    /// Snapshots whose manifest (and therefore every pack) is in this tier.
-    pub snapshots_complete: u64,
-    /// Packs not (yet) known to be in this tier: pending, missing or corrupt.
-    pub packs_pending: u64,
-    /// Their ciphertext bytes.
-    pub bytes_pending: u64,
-    /// Deletions (forgotten manifests, pruned packs) decided and not yet
-    /// done in this tier: `coffer sync` finishes them.
-    pub deletions_pending: u64,
-    /// Newest snapshot complete in this tier (RFC 3339), if any.
-    pub newest_complete: Option<String>,
-    /// Its age in seconds.
-    pub newest_complete_age_seconds: Option<u64>,
-    /// WAL files archived (`coffer wal push`) and not yet in this tier.
-    pub wal_files_pending: u64,
-    /// When the oldest of them was pushed (RFC 3339): the archive's lag.
-    pub wal_oldest_pending: Option<String>,
-    /// Verification coverage: the oldest check (verification, else write)
-    /// of a pack copy present in this tier (RFC 3339).
-    pub oldest_check: Option<String>,
-    /// When this tier was last listed and the catalog matched to it (sync,
-    /// verify, `status --check`); the rest of the status is the catalog's
-    /// belief since then.
-    pub last_listed: Option<String>,
-    /// The tier is lost: its directory is gone (`coffer sync` recreates it).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub lost: bool,
-}
-
-/// Lists `tier` and brings the catalog's copy states in line with what it
-/// holds: a copy recorded present that is not there becomes missing, one
-/// that is there becomes present (`coffer status --check`). A copy recorded
-/// corrupt stays so until sync replaces it.
-///
-/// # Errors
-/// When the tier cannot be listed; catalog errors.
-pub fn check_listing(catalog: &Catalog, tier: &dyn Tier) -> Result<()> {
-    let packs = keyset(tier, keys::PACKS)?;
-    let states = catalog.pack_states(tier.name())?;
-    for (id, _) in catalog.packs()? {
-        let there = packs.contains(&keys::pack(&id));
-        let state = states.get(&id).copied();
-        match (there, state) {
-            (true, Some(CopyState::Present | CopyState::Corrupt)) => {}
-            (true, _) => catalog.set_pack_copy(&id, tier.name(), CopyState::Present, false)?,
-            (false, Some(CopyState::Present)) => {
-                catalog.set_pack_copy(&id, tier.name(), CopyState::Missing, false)?
-            }
-            (false, _) => {}
-        }
-    }
-    let manifests = keyset(tier, keys::SNAPSHOTS)?;
-    let snap_states = catalog.snapshot_states(tier.name())?;
-    for s in catalog.snapshots(None)? {
-        let there = manifests.contains(&keys::snapshot(&s.id));
-        match (there, snap_states.get(&s.id)) {
-            (true, Some(CopyState::Present)) | (false, None) => {}
-            (true, _) => catalog.set_snapshot_copy(&s.id, tier.name(), CopyState::Present)?,
-            (false, Some(CopyState::Present)) => {
-                catalog.set_snapshot_copy(&s.id, tier.name(), CopyState::Missing)?
-            }
-            (false, Some(_)) => {}
-        }
-    }
-    catalog.set_tier_listed(tier.name())?;
-    Ok(())
-}
-
-/// Replication state of every tier, from the catalog.
-///
-/// # Errors
-/// Catalog errors.
-pub fn status(catalog: &Catalog, tiers: &[Arc<dyn Tier>]) -> Result<Vec<TierStatus>> {
-    let packs = catalog.packs()?;
-    let snaps = catalog.snapshots(None)?;
-    // The primary tier holds every pushed WAL file; the others get batches.
-    let wal_pending = catalog.wal_pending(None)?;
-    let mut out = Vec::new();
-    for (i, t) in tiers.iter().enumerate() {
-        let wal: &[crate::catalog::WalRecord] = if i == 0 { &[] } else { &wal_pending };
-        let ps = catalog.pack_states(t.name())?;
-        let ss = catalog.snapshot_states(t.name())?;
-        let (mut n, mut bytes) = (0, 0);
-        for (id, size) in &packs {
-            if ps.get(id) != Some(&CopyState::Present) {
-                n += 1;
-                bytes += size;
-            }
-        }
-        let complete: Vec<_> = snaps
-            .iter()
-            .filter(|s| ss.get(&s.id) == Some(&CopyState::Present))
-            .collect();
-        let newest = complete.iter().map(|s| s.created.clone()).max();
-        let age = newest.as_ref().and_then(|c| {
-            humantime::parse_rfc3339(c)
-                .ok()
-                .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
-                .map(|d| d.as_secs())
-        });
-        out.push(TierStatus {
-            tier: t.name().to_string(),
-            snapshots: snaps.len() as u64,
-            snapshots_complete: complete.len() as u64,
-            packs_pending: n,
-            bytes_pending: bytes,
-            deletions_pending: catalog.pending_deletions(Some(t.name()))?.len() as u64,
-            newest_complete: newest,
-            newest_complete_age_seconds: age,
-            wal_files_pending: wal.len() as u64,
-            wal_oldest_pending: wal.iter().map(|w| w.pushed.clone()).min(),
-            oldest_check: catalog.unverified_since(t.name(), "9999")?.1,
-            last_listed: catalog.tier_listed(t.name())?,
-            lost: false,
-        });
-    }
-    Ok(out)
 }
