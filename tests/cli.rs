@@ -485,6 +485,30 @@ fn restore_without_any_identity_exits_5_and_says_how_to_give_one() {
     assert_restores_with(by_env, &id, RestoreTo::Stdout, &[], &data);
 }
 
+/// Issue 13 (smaller item): the settings remember where init wrote the
+/// identity; once it is moved offline, the error says that is where the
+/// settings point and how to name the new place.
+#[test]
+fn an_identity_moved_away_is_named_with_how_to_point_at_it() {
+    let v = Vault::new();
+    let data = random_bytes(9, MB);
+    let id = v.backup_stdin(&data, &[]);
+    let moved = v.work.join("usb-identity.txt");
+    std::fs::rename(v.identity(), &moved).unwrap();
+    let to = v.work.join("out.bin");
+    let o = v.fails(&["restore", &id, "--to", to.to_str().unwrap()], 5);
+    assert_one_error_line(&o);
+    let e = stderr(&o);
+    assert!(
+        e.contains(v.identity().to_str().unwrap())
+            && e.contains(v.config.to_str().unwrap())
+            && e.contains("if you moved it, pass --identity FILE"),
+        "{e}"
+    );
+    let by_flag = ["--identity", moved.to_str().unwrap()];
+    assert_restores_with(v.cmd(), &id, RestoreTo::File(&to), &by_flag, &data);
+}
+
 #[test]
 fn restore_with_the_wrong_identity_exits_5() {
     let v = Vault::new();

@@ -315,6 +315,8 @@ fn a_pack_corrupt_in_one_tier_is_read_from_the_other() {
         err.contains(&pack_id) && err.contains("corrupt") && err.contains("tier s3"),
         "{err}"
     );
+    // Said once for the pack, not once per blob read from it.
+    assert_eq!(err.matches(pack_id.as_str()).count(), 1, "{err}");
 
     // verify names it; sync replaces the damaged local copy from S3.
     let v = h.run(&["verify"]);
@@ -608,6 +610,11 @@ fn a_lost_local_tier_is_reported_read_around_and_recreated_by_sync() {
         let o = h.run(&["--json", "health"]);
         assert_eq!(o.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&o.stdout).contains("tier-lost"));
+        // A rebuild reads S3 first (the local tier is lost) and says so.
+        let rebuilt: serde_json::Value =
+            serde_json::from_str(&h.ok(&["--json", "index", "rebuild"])).unwrap();
+        assert_eq!(rebuilt["snapshots"], 2, "{rebuilt}");
+        assert_eq!(rebuilt["tiers_read"][0], "s3", "{rebuilt}");
         // A backup says what to run, and commits nothing.
         let (_, o) = h.backup(&h.path("a.bin"));
         assert_eq!(o.status.code(), Some(2));
@@ -898,4 +905,37 @@ fn hosts_sharing_a_vault_learn_each_other_on_sync_and_keep_their_own_local_tier(
         serde_json::from_str(&b.ok(&["--json", "backup", a.path("a1.bin").to_str().unwrap()]))
             .unwrap();
     assert_eq!(again["new_chunks"], 0, "{again}");
+}
+
+/// Issue 13 (smaller item): no credentials at all is said as such, with
+/// where they are looked for, at once (not blamed on reaching the endpoint
+/// after retries), and init keeps nothing.
+#[test]
+fn no_credentials_says_so_and_where_they_are_looked_for() {
+    let server = s3::s3s_fs();
+    let mut h = Host::new(&server);
+    h.env = vec![
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+    ];
+    let local = h.path("vault");
+    let url = format!("s3://{}/nocreds", server.bucket());
+    let o = h.run(&[
+        "init",
+        "--local",
+        local.to_str().unwrap(),
+        "--s3",
+        &url,
+        "--s3-endpoint",
+        &h.endpoint,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no AWS credentials were found") && err.contains("AWS_ACCESS_KEY_ID"),
+        "{err}"
+    );
+    assert!(!err.contains("cannot reach"), "{err}");
+    assert!(!h.path("cfg/config.toml").exists() && !local.exists());
 }

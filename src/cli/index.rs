@@ -17,9 +17,11 @@ pub enum IndexCommand {
         /// The age identity file.
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
-        /// The tier to rebuild from (`local` or `s3`).
-        #[arg(long, value_name = "TIER", default_value = "local")]
-        tier: String,
+        /// The tier to read first (`local` or `s3`) [default: local, or s3
+        /// when the local tier is lost]. The other tiers are read after it,
+        /// adding what only they hold.
+        #[arg(long, value_name = "TIER")]
+        tier: Option<String>,
     },
 }
 
@@ -27,7 +29,11 @@ pub fn run(ctx: &Ctx, c: IndexCommand) -> Result<i32> {
     let IndexCommand::Rebuild { identity, tier } = c;
     let vault = ctx.vault()?;
     let (id, _) = vault.identity(identity.as_deref(), "index rebuild")?;
-    let tier = vault.select_tiers(Some(&tier))?.remove(0);
+    let tier = match tier {
+        Some(t) => vault.select_tiers(Some(&t))?.remove(0),
+        // select_tiers(None) leaves out a lost local tier.
+        None => vault.select_tiers(None)?.remove(0),
+    };
     let rep = rebuild::rebuild(&vault, &*tier, &id)?;
     Ok(render(ctx.v, &rep))
 }
@@ -36,7 +42,11 @@ impl Render for RebuildReport {
     fn text(&self, v: Verbosity) {
         let summary = format!(
             "coffer: rebuilt the catalog from tier {}: {} packs, {} chunks, {} snapshots, {} WAL files",
-            self.tier, self.packs, self.chunks, self.snapshots, self.wal_files
+            self.tiers_read.join(", then "),
+            self.packs,
+            self.chunks,
+            self.snapshots,
+            self.wal_files
         );
         print_problems(v, &self.problems, &summary);
     }

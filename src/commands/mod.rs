@@ -58,6 +58,7 @@ pub fn read_context_from(
         identity: Arc::new(identity),
         idkey: key.chunk_id_key(),
         threads: crate::pipeline::threads(),
+        fallbacks: Default::default(),
     })
 }
 

@@ -23,8 +23,11 @@ use crate::vault::Vault;
 /// What a rebuild found (`--json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct RebuildReport {
-    /// Tier read.
+    /// Tier read first (`--tier`).
     pub tier: String,
+    /// Every tier read, in order: the one named, then the others (what only
+    /// they hold is added, so a snapshot any tier holds is kept).
+    pub tiers_read: Vec<String>,
     /// Packs indexed.
     pub packs: u64,
     /// Chunks indexed.
@@ -72,6 +75,7 @@ pub fn rebuild(
     cat.bind_vault(&vault.settings.vault_id)?;
     let mut rep = RebuildReport {
         tier: tier.name().to_string(),
+        tiers_read: vec![tier.name().to_string()],
         packs: 0,
         chunks: 0,
         snapshots: 0,
@@ -86,6 +90,7 @@ pub fn rebuild(
         if other.name() == tier.name() {
             continue;
         }
+        rep.tiers_read.push(other.name().to_string());
         if let Err(e) = read_tier(&mut cat, &*other, identity, &config, &mut rep) {
             rep.problems.push(format!(
                 "tier {} could not be read ({e}): snapshots only it holds are not in the catalog; run `coffer index rebuild` again when it answers",

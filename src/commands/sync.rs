@@ -30,9 +30,10 @@ pub fn sync(vault: &mut Vault, all: bool, progress: &dyn Progress) -> Result<Vec
             // Deletions decided earlier (forget, prune) that a tier missed.
             let deleted = pending::run(&catalog, &tiers, |_| true, progress)?;
             let learned = learn(vault, progress);
+            let own = own_scope_known(&catalog, &tiers[0])?;
             let mut out = Vec::new();
             for i in 0..tiers.len() {
-                let scope = if i == 0 && !all {
+                let scope = if i == 0 && !all && own {
                     replicate::Scope::Own
                 } else {
                     replicate::Scope::All
@@ -101,18 +102,15 @@ fn learn(vault: &Vault, progress: &dyn Progress) -> std::collections::HashMap<St
     let (views, _) = crate::deletion::refresh::list(&vault.offsite());
     for view in views {
         let name = view.tier.name().to_string();
-        let learned = vault
-            .catalog()
-            .map_err(crate::Error::from)
-            .and_then(|mut c| {
-                crate::deletion::refresh::refresh(
-                    &mut c,
-                    std::slice::from_ref(&view),
-                    None,
-                    &vault.config,
-                    Some(&identity),
-                )
-            });
+        let learned = vault.catalog().and_then(|mut c| {
+            crate::deletion::refresh::refresh(
+                &mut c,
+                std::slice::from_ref(&view),
+                None,
+                &vault.config,
+                Some(&identity),
+            )
+        });
         match learned {
             Ok(l) => {
                 for p in &l.problems {
@@ -126,6 +124,20 @@ fn learn(vault: &Vault, progress: &dyn Progress) -> std::collections::HashMap<St
         }
     }
     out
+}
+
+/// Whether the catalog can tell which packs this host's local tier keeps
+/// ([`replicate::Scope::Own`]): every pack written here has a copy record
+/// for it. A catalog rebuilt after the local tier was lost has none while
+/// listing this host's snapshots: then only a full copy keeps "a manifest
+/// in a tier has all its packs there", and sync makes one.
+fn own_scope_known(
+    catalog: &crate::catalog::Catalog,
+    local: &std::sync::Arc<dyn crate::tier::Tier>,
+) -> Result<bool> {
+    let host = crate::util::hostname();
+    let has_own = catalog.snapshots(None)?.iter().any(|s| s.host == host);
+    Ok(!has_own || !catalog.pack_states(local.name())?.is_empty())
 }
 
 /// A sync's reports, as its run records them.

@@ -28,6 +28,9 @@ pub struct ReadContext {
     pub idkey: ChunkIdKey,
     /// Worker threads.
     pub threads: usize,
+    /// Packs already reported as read from another tier (with the tier
+    /// read from): a pack's fallback is said once, not once per blob.
+    pub fallbacks: std::sync::Mutex<std::collections::HashSet<(PackId, usize)>>,
 }
 
 /// Where a blob is, as the fetcher needs it.
@@ -173,7 +176,14 @@ impl<'a> Fetcher<'a> {
         for ti in 0..self.ctx.tiers.len() {
             match self.try_tier(ti, loc, extracts) {
                 Ok(()) => {
-                    if !problems.is_empty() {
+                    let first = !problems.is_empty()
+                        && self
+                            .ctx
+                            .fallbacks
+                            .lock()
+                            .expect("fallbacks")
+                            .insert((loc.pack, ti));
+                    if first {
                         self.progress.event(&Event::Warning(format!(
                             "pack {} was {}; read it from tier {} instead",
                             loc.pack,

@@ -241,7 +241,21 @@ impl Vault {
         operation: &str,
     ) -> Result<(Identity, DedupKey)> {
         let path = keyfiles::identity_path(explicit, self.settings.identity.as_deref());
-        let identity = keyfiles::load_identity(path.as_deref(), operation)?;
+        let from_settings = path.is_some() && path.as_deref() == self.settings.identity.as_deref();
+        let identity = match keyfiles::load_identity(path.as_deref(), operation) {
+            // The settings remember where init put the identity; once the
+            // file is moved (offline, as it should be), say how to name it.
+            Err(Error::Key(msg))
+                if from_settings && path.as_deref().is_some_and(|p| !p.exists()) =>
+            {
+                return Err(Error::Key(format!(
+                    "{msg}; that is where {} says the identity is: if you moved it, pass \
+                     --identity FILE or set COFFER_IDENTITY (or update `identity` there)",
+                    self.settings_path.display()
+                )))
+            }
+            r => r?,
+        };
         let key = self.config.open_dedup_key(&identity).map_err(|_| {
             Error::Key(format!(
                 "the identity {} does not open vault {} (it is not one of its recipients)",

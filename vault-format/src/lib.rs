@@ -46,6 +46,7 @@ pub mod ids;
 pub mod keys;
 pub mod manifest;
 pub mod pack;
+pub mod pad;
 pub mod seal;
 #[doc(hidden)]
 pub mod testdata;

@@ -103,7 +103,13 @@ impl Manifest {
     /// # Errors
     /// See [`crate::seal::seal`].
     pub fn seal(&self, recipients: &Recipients) -> Result<Vec<u8>> {
-        crate::seal::seal(recipients, &self.encode())
+        // Padded with spaces (JSON whitespace: every reader, and `jq`,
+        // ignores it) to a Padmé length, so that the sealed size no longer
+        // tells the stream's size to the chunk (SPEC "Threat model").
+        let mut json = self.encode();
+        let padded = crate::pad::padme(json.len()).min(MAX_MANIFEST_LEN.max(json.len()));
+        json.resize(padded, b' ');
+        crate::seal::seal(recipients, &json)
     }
 
     /// Opens a sealed manifest.
@@ -163,6 +169,32 @@ mod tests {
             matches!(e, FormatError::UnsupportedVersion { found: 2, .. }),
             "{e}"
         );
+    }
+
+    #[test]
+    fn sealed_size_does_not_tell_the_chunk_count() {
+        let id = Identity::generate();
+        let r = id.to_recipients();
+        let with = |n: usize| {
+            let mut m = sample();
+            m.chunk_list = vec![ChunkId([3; 32]); n];
+            m
+        };
+        // ~70 bytes of JSON per chunk id: 100 chunk counts, 100 JSON
+        // lengths, but only a few sealed payload lengths (the age header
+        // adds its own random-length grease on top)...
+        let sizes: std::collections::BTreeSet<usize> = (1000..1100)
+            .map(|n| {
+                let sealed = with(n).seal(&r).unwrap();
+                crate::seal::open(&id, &sealed, "manifest", MAX_MANIFEST_LEN)
+                    .unwrap()
+                    .len()
+            })
+            .collect();
+        assert!(sizes.len() <= 5, "{sizes:?}");
+        // ...and the padding is whitespace every reader skips.
+        let b = with(1010).seal(&r).unwrap();
+        assert_eq!(Manifest::open(&id, &b).unwrap().chunk_list.len(), 1010);
     }
 
     #[test]

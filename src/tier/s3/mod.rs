@@ -226,6 +226,10 @@ fn tier_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
         };
     }
     let detail = match (e, status, code.as_deref()) {
+        _ if no_credentials(e) => "no AWS credentials were found: set AWS_ACCESS_KEY_ID and \
+            AWS_SECRET_ACCESS_KEY (or AWS_PROFILE with ~/.aws/credentials), or run where an \
+            instance or container role provides them"
+            .to_string(),
         (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _, _) => format!(
             "cannot reach {} ({}); the copy stays pending and `coffer sync` uploads it later",
             settings.endpoint.as_deref().unwrap_or("the S3 endpoint"),
@@ -250,6 +254,17 @@ fn tier_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
     }
 }
 
+/// True when the request was never sent because the credential chain
+/// found nothing (the SDK reports it as a dispatch failure, with every
+/// provider it tried on its own line).
+fn no_credentials<E>(e: &SdkError<E>) -> bool
+where
+    E: std::error::Error + 'static,
+{
+    matches!(e, SdkError::DispatchFailure(_))
+        && source_chain(e).contains("no credentials found in chain")
+}
+
 /// The HTTP status of a failed request, when a reply came.
 fn status<E>(e: &SdkError<E>) -> Option<u16> {
     e.raw_response().map(|r| r.status().as_u16())
@@ -259,7 +274,10 @@ fn status<E>(e: &SdkError<E>) -> Option<u16> {
 /// trying again later in the same run: the endpoint did not answer, or
 /// answered with a server error. Refusals (credentials, a missing bucket
 /// or object, a bad request) are not.
-fn worth_retrying<E>(e: &SdkError<E>) -> bool {
+fn worth_retrying<E: std::error::Error + 'static>(e: &SdkError<E>) -> bool {
+    if no_credentials(e) {
+        return false;
+    }
     match e {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
             true
