@@ -196,6 +196,7 @@ fn end_to_end(c: &mut Criterion) {
         identity: Arc::new(identity),
         idkey: key.chunk_id_key(),
         threads: coffer::pipeline::threads(),
+        fallbacks: Default::default(),
     };
     g.bench_function("restore in order to a pipe (every chunk verified)", |b| {
         b.iter(|| {
@@ -300,6 +301,7 @@ fn offsite(c: &mut Criterion) {
         identity: Arc::new(Identity::parse(&identity.to_file_text("bench")).unwrap()),
         idkey: key.chunk_id_key(),
         threads: coffer::pipeline::threads(),
+        fallbacks: Default::default(),
     };
     g.bench_function("restore from S3 only (every chunk verified)", |b| {
         b.iter(|| {

@@ -113,6 +113,7 @@ impl Fixture {
             identity: Arc::new(Identity::parse(&self.identity.to_file_text("t")).unwrap()),
             idkey: self.key.chunk_id_key(),
             threads: 2,
+            fallbacks: Default::default(),
         };
         let mut out = Vec::new();
         restore::run(&ctx, &m, &mut out, &Silent).unwrap();
