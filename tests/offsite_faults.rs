@@ -297,3 +297,26 @@ fn truncated_downloads_are_resumed_by_restore_verify_and_rebuild() {
         proxy.stats()
     );
 }
+
+/// Failure 5: Object Lock asked for on a bucket created without it. The
+/// bucket refuses the locked write: init keeps nothing and says to check
+/// the bucket's Object Lock (run again without the lock options, it
+/// works). Against SeaweedFS, which enforces Object Lock.
+#[test]
+fn init_with_object_lock_on_a_bucket_without_it_keeps_nothing() {
+    let server = s3::seaweedfs(false);
+    let proxy = FaultProxy::start(&server.endpoint());
+    let h = Host::new(&server, &proxy, "nolock/");
+    let o = h.init(
+        &["--s3-object-lock", "governance", "--s3-object-lock-days", "1"],
+        2,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Object Lock enabled") && err.contains("init kept nothing"),
+        "{err}"
+    );
+    assert_eq!(h.leftovers(), (vec![], false), "{err}");
+    h.init(&[], 0);
+}
+

@@ -314,7 +314,7 @@ fn object_lock_hint(t: &S3Tier, e: crate::tier::TierError) -> Error {
         (crate::tier::TierError::Remote { detail, .. }, Some(_)) => Error::Config(format!(
             "{} refused the vault's first object ({detail}); Object Lock was asked for: \
              check that the bucket was created with Object Lock enabled, or leave out the \
-             --s3-object-lock options",
+             --s3-object-lock options; init kept nothing",
             t.settings().url()
         )),
         _ => e.into(),
