@@ -308,7 +308,12 @@ fn init_with_object_lock_on_a_bucket_without_it_keeps_nothing() {
     let proxy = FaultProxy::start(&server.endpoint());
     let h = Host::new(&server, &proxy, "nolock/");
     let o = h.init(
-        &["--s3-object-lock", "governance", "--s3-object-lock-days", "1"],
+        &[
+            "--s3-object-lock",
+            "governance",
+            "--s3-object-lock-days",
+            "1",
+        ],
         2,
     );
     let err = String::from_utf8_lossy(&o.stderr);
@@ -319,4 +324,3 @@ fn init_with_object_lock_on_a_bucket_without_it_keeps_nothing() {
     assert_eq!(h.leftovers(), (vec![], false), "{err}");
     h.init(&[], 0);
 }
-
