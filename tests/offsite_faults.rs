@@ -8,95 +8,30 @@ mod cli_support;
 mod faultproxy;
 #[path = "support/s3.rs"]
 mod s3;
+#[path = "support/s3host.rs"]
+mod s3host;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use faultproxy::{Fault, FaultProxy, Rules, Scripted};
 use s3::S3Server;
+use s3host::Host;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_coffer");
-
 /// A host reaching the bucket through the proxy.
-struct Host {
-    dir: tempfile::TempDir,
-    env: Vec<(String, String)>,
-    endpoint: String,
-    url: String,
+fn host(server: &S3Server, proxy: &FaultProxy, prefix: &str) -> Host {
+    Host::new(server, &proxy.endpoint(), prefix)
 }
 
-impl Host {
-    fn new(server: &S3Server, proxy: &FaultProxy, prefix: &str) -> Host {
-        Host {
-            dir: tempfile::tempdir().unwrap(),
-            env: server.env(),
-            endpoint: proxy.endpoint(),
-            url: format!("s3://{}/{prefix}", server.bucket()),
-        }
-    }
+/// What these tests ask of a host beyond the shared helper.
+trait HostExt {
+    fn leftovers(&self) -> (Vec<String>, bool);
+    fn backup(&self, name: &str, data: &[u8]) -> String;
+    fn assert_restores(&self, id: &str, tier: &str, data: &[u8]);
+}
 
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(BIN);
-        c.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.path("home"))
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .arg("--config")
-            .arg(self.path("cfg/config.toml"));
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
-    #[track_caller]
-    fn expect(&self, args: &[&str], code: i32) -> Output {
-        let o = self.run(args);
-        assert_eq!(
-            o.status.code(),
-            Some(code),
-            "coffer {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        o
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        serde_json::from_slice(&self.expect(&a, 0).stdout).unwrap()
-    }
-
-    fn init_args(&self, extra: &[&str]) -> Vec<String> {
-        let mut a: Vec<String> = [
-            "--json",
-            "init",
-            "--local",
-            self.path("vault").to_str().unwrap(),
-            "--s3",
-            &self.url,
-            "--s3-endpoint",
-            &self.endpoint,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    }
-
-    fn init(&self, extra: &[&str], code: i32) -> Output {
-        let a = self.init_args(extra);
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        self.expect(&a, code)
-    }
-
+impl HostExt for Host {
     /// Names in the host's config directory and whether its local tier has
     /// a config: what a failed init may have left.
     fn leftovers(&self) -> (Vec<String>, bool) {
@@ -155,7 +90,7 @@ fn vault_id(o: &Output) -> String {
 fn init_whose_config_reply_is_lost_completes() {
     let server = s3::s3s_fs();
     let proxy = FaultProxy::start(&server.endpoint());
-    let h = Host::new(&server, &proxy, "lost/");
+    let h = host(&server, &proxy, "lost/");
     proxy.set(Rules {
         script: vec![Scripted::once("PUT", "/lost/config", Fault::LostReply)],
         ..Rules::default()
@@ -178,7 +113,7 @@ fn init_whose_config_reply_is_lost_completes() {
 fn init_refused_by_the_bucket_leaves_nothing_and_runs_again() {
     let server = s3::s3s_fs();
     let proxy = FaultProxy::start(&server.endpoint());
-    let h = Host::new(&server, &proxy, "refused/");
+    let h = host(&server, &proxy, "refused/");
     proxy.set(Rules {
         script: vec![Scripted::new("PUT", "/refused/config", Fault::Error500, 20)],
         ..Rules::default()
@@ -202,7 +137,7 @@ fn init_refused_by_the_bucket_leaves_nothing_and_runs_again() {
 fn init_that_cannot_tell_is_finished_by_the_next() {
     let server = s3::s3s_fs();
     let proxy = FaultProxy::start(&server.endpoint());
-    let h = Host::new(&server, &proxy, "unsure/");
+    let h = host(&server, &proxy, "unsure/");
     // The existence check sees no vault (as it is); every write lands but
     // its reply is lost; every later read of the config fails.
     proxy.set(Rules {
@@ -243,8 +178,8 @@ fn init_that_cannot_tell_is_finished_by_the_next() {
 fn init_that_loses_a_race_keeps_nothing_and_attaches_when_told() {
     let server = s3::s3s_fs();
     let proxy = FaultProxy::start(&server.endpoint());
-    let winner = Host::new(&server, &proxy, "race/");
-    let loser = Host::new(&server, &proxy, "race/");
+    let winner = host(&server, &proxy, "race/");
+    let loser = host(&server, &proxy, "race/");
     winner.init(&[], 0);
     // The loser's existence check ran before the winner's write.
     proxy.set(Rules {
@@ -271,7 +206,7 @@ fn init_that_loses_a_race_keeps_nothing_and_attaches_when_told() {
 fn truncated_downloads_are_resumed_by_restore_verify_and_rebuild() {
     let server = s3::s3s_fs();
     let proxy = FaultProxy::start(&server.endpoint());
-    let h = Host::new(&server, &proxy, "cut/");
+    let h = host(&server, &proxy, "cut/");
     h.init(&[], 0);
     let a = vault_format::testdata::noise(24 << 20, 7);
     let b = vault_format::testdata::noise(3 << 20, 8);
@@ -306,7 +241,7 @@ fn truncated_downloads_are_resumed_by_restore_verify_and_rebuild() {
 fn init_with_object_lock_on_a_bucket_without_it_keeps_nothing() {
     let server = s3::seaweedfs(false);
     let proxy = FaultProxy::start(&server.endpoint());
-    let h = Host::new(&server, &proxy, "nolock/");
+    let h = host(&server, &proxy, "nolock/");
     let o = h.init(
         &[
             "--s3-object-lock",

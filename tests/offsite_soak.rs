@@ -15,18 +15,18 @@ mod cli_support;
 mod faultproxy;
 #[path = "support/s3.rs"]
 mod s3;
+#[path = "support/s3host.rs"]
+mod s3host;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use cli_support::{assert_restores_with, tree, RestoreTo};
 use faultproxy::{FaultProxy, Rules};
 use s3::S3Server;
+use s3host::Host;
 use serde_json::Value;
 use vault_format::testdata::Xorshift64;
-
-const BIN: &str = env!("CARGO_BIN_EXE_coffer");
 
 /// The bucket prefix of the vault.
 const PREFIX: &str = "soak/";
@@ -46,98 +46,15 @@ const OUTAGE_BACKUP: usize = 7;
 /// Exit status: committed locally, offsite copy pending (docs/cli.md).
 const PENDING: i32 = 3;
 
-/// A host reaching the bucket through the proxy (as in offsite_faults.rs).
-struct Host {
-    dir: tempfile::TempDir,
-    env: Vec<(String, String)>,
-    endpoint: String,
-    url: String,
-}
-
-impl Host {
-    fn new(server: &S3Server, proxy: &FaultProxy) -> Host {
-        Host {
-            dir: tempfile::tempdir().unwrap(),
-            env: server.env(),
-            endpoint: proxy.endpoint(),
-            url: format!("s3://{}/{PREFIX}", server.bucket()),
-        }
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(BIN);
-        c.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.path("home"))
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .arg("--config")
-            .arg(self.path("cfg/config.toml"));
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
-    /// Runs `args`, failing the test (with stderr) unless the status is one
-    /// of `codes`.
-    #[track_caller]
-    fn expect_one_of(&self, args: &[&str], codes: &[i32]) -> Output {
-        let o = self.run(args);
-        let code = o.status.code();
-        assert!(
-            code.is_some_and(|c| codes.contains(&c)),
-            "coffer {args:?} exited {code:?}, expected one of {codes:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        o
-    }
-
-    #[track_caller]
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        serde_json::from_slice(&self.expect_one_of(&a, &[0]).stdout).unwrap()
-    }
-
-    fn init_args(&self) -> Vec<String> {
-        [
-            "--json",
-            "init",
-            "--local",
-            self.path("vault").to_str().unwrap(),
-            "--s3",
-            &self.url,
-            "--s3-endpoint",
-            &self.endpoint,
-        ]
+/// The s3 tier's line of `coffer status`.
+fn s3_status(h: &Host) -> Value {
+    let v = h.json(&["status"]);
+    v.as_array()
+        .unwrap()
         .iter()
-        .map(|s| s.to_string())
-        .collect()
-    }
-
-    /// Sets `key = value` (TOML) in the settings' `[s3]` table.
-    fn set_s3(&self, key: &str, value: &str) {
-        let path = self.path("cfg/config.toml");
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains("[s3]\n"), "{text}");
-        let text = text.replacen("[s3]\n", &format!("[s3]\n{key} = {value}\n"), 1);
-        std::fs::write(&path, text).unwrap();
-    }
-
-    fn s3_status(&self) -> Value {
-        let v = self.json(&["status"]);
-        v.as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["tier"] == "s3")
-            .unwrap_or_else(|| panic!("no s3 tier in {v}"))
-            .clone()
-    }
+        .find(|t| t["tier"] == "s3")
+        .unwrap_or_else(|| panic!("no s3 tier in {v}"))
+        .clone()
 }
 
 /// What a snapshot must restore to.
@@ -260,7 +177,7 @@ fn manifest_in_bucket(server: &S3Server, id: &str) -> bool {
 /// to run the same command again, and the same command then completes (a
 /// few tries: each one can meet faults of its own). Returns its report.
 fn init_until_done(h: &Host) -> Value {
-    let init = h.init_args();
+    let init = h.init_args(&[]);
     let init: Vec<&str> = init.iter().map(String::as_str).collect();
     for tries in 1.. {
         let o = h.run(&init);
@@ -295,7 +212,7 @@ fn soak_under_mixed_faults_ends_with_identical_tiers() {
     let started = std::time::Instant::now();
     let server = s3::s3s_fs();
     let proxy = FaultProxy::start(&server.endpoint());
-    let h = Host::new(&server, &proxy);
+    let h = Host::new(&server, &proxy.endpoint(), PREFIX);
     // Set again after the outage with another seed, so the draws after it
     // are not those of the start.
     let faults = |seed: u64| Rules {
@@ -396,7 +313,7 @@ fn soak_under_mixed_faults_ends_with_identical_tiers() {
             assert_eq!(v["problems"], serde_json::json!([]), "{v}");
         }
         // The catalog's view stays readable whatever happened.
-        let st = h.s3_status();
+        let st = s3_status(&h);
         assert_eq!(st["snapshots"], snaps.len(), "{st}");
         let absent: Vec<&str> = snaps
             .iter()
@@ -442,7 +359,7 @@ fn soak_under_mixed_faults_ends_with_identical_tiers() {
         }
     }
     assert!(synced, "sync without faults still leaves copies pending");
-    let st = h.s3_status();
+    let st = s3_status(&h);
     assert_eq!(st["snapshots_complete"], snaps.len(), "{st}");
     assert_eq!(st["packs_pending"], 0, "{st}");
 
