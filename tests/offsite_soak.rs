@@ -308,7 +308,9 @@ fn soak_under_mixed_faults_ends_with_identical_tiers() {
         }
         // Verify reads every pack copy the catalog places in S3 (the bulk of
         // the GETs, so of the truncated bodies): a fault is not damage.
-        if i % 3 == 2 {
+        // Only when nothing is pending there: a pack still waiting for
+        // its upload is rightly reported missing.
+        if i % 3 == 2 && s3_status(&h)["packs_pending"] == 0 {
             let v = h.json(&["verify", "--read-data", "--tier", "s3"]);
             assert_eq!(v["problems"], serde_json::json!([]), "{v}");
         }

@@ -619,9 +619,22 @@ fn a_lost_local_tier_is_reported_read_around_and_recreated_by_sync() {
         let (_, o) = h.backup(&h.path("a.bin"));
         assert_eq!(o.status.code(), Some(2));
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains("`coffer sync` recreates it"), "{err}");
-        // sync recreates the tier and refills it from S3.
-        h.ok(&["sync"]);
+        assert!(
+            err.contains("`coffer sync --recreate-local` recreates it"),
+            "{err}"
+        );
+        // A plain sync does not fill an empty directory (it may be a disk
+        // that is not mounted): it says so, and leaves it alone.
+        let o = h.run(&["sync"]);
+        assert_eq!(o.status.code(), Some(3));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("--recreate-local") && err.contains("mount"),
+            "{err}"
+        );
+        assert!(!vault.join("config").exists());
+        // Asked to, sync recreates the tier and refills it from S3.
+        h.ok(&["sync", "--recreate-local"]);
         assert_eq!(local_keys(&vault, "packs"), before_packs);
         let local = h.status("local");
         assert!(local["lost"].is_null(), "{local}");
@@ -739,6 +752,22 @@ fn a_manifest_replaced_in_the_bucket_is_found_by_verify_and_repaired_by_sync() {
     h.ok(&["verify", "--tier", "s3"]);
     assert_eq!(h.status("s3")["snapshots_complete"], 2);
 
+    // No good copy anywhere (the local one lost too): sync keeps the bad
+    // copy and says so; it neither deletes it nor drops the snapshot.
+    let local_b = vault.join("snapshots").join(&b);
+    std::fs::remove_file(&local_b).unwrap();
+    put(std::fs::read(vault.join("snapshots").join(&a)).unwrap());
+    assert_eq!(h.run(&["verify", "--tier", "s3"]).status.code(), Some(4));
+    let o = h.run(&["sync"]);
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is the only copy: kept"), "{err}");
+    assert!(s3::keys_under(&server, &format!("swap/snapshots/{b}")).len() == 1);
+    assert!(h.ok(&["snapshots"]).contains(&b));
+    std::fs::write(&local_b, &b_sealed).unwrap();
+    h.ok(&["sync"]);
+    h.ok(&["verify"]);
+
     // Garbage in its place: a rebuild from S3 keeps the snapshot (the
     // local tier's copy is good) and says which copy was bad.
     put(b"not a manifest".to_vec());
@@ -837,6 +866,20 @@ fn a_delete_marker_over_a_locked_version_is_read_reported_and_removed() {
     before.sort();
     assert_eq!(now, before, "current again");
     h.ok(&["verify", "--tier", "s3"]);
+
+    // A pin is deleted on purpose (a plain delete: a marker on a locked
+    // bucket): coffer must not look under that marker.
+    let (id2, o) = h.backup(&h.path("in.bin"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    h.ok(&["pin", &id, "--reason", "audit"]);
+    h.ok(&["unpin", &id]);
+    let o = h.run(&["forget", &id]);
+    assert!(
+        o.status.success(),
+        "an unpinned snapshot can be forgotten: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_ne!(id, id2);
 }
 
 /// Issue 13, failure 9: hosts sharing one vault learn each other's
@@ -896,6 +939,28 @@ fn hosts_sharing_a_vault_learn_each_other_on_sync_and_keep_their_own_local_tier(
     assert_eq!(sync(&b, &[])["snapshots_learned"], 1);
     assert_eq!(sync(&b, &[])["snapshots_learned"], 0);
     assert_eq!(local_keys(&b.path("vault"), "packs"), b_packs);
+    // Verifying B's local tier checks what B keeps there, and leaves A's
+    // packs and manifests out of it (with or without a budget).
+    b.ok(&["verify"]);
+    b.ok(&["verify", "--tier", "local", "--budget", "1B"]);
+    sync(&b, &[]);
+    assert_eq!(local_keys(&b.path("vault"), "packs"), b_packs);
+    assert_eq!(
+        local_keys(&b.path("vault"), "snapshots").len(),
+        1,
+        "only B's manifest"
+    );
+    // A restore on B does not refresh the catalog because A's packs are
+    // not in B's local tier.
+    let o = b.run(&[
+        "-v",
+        "restore",
+        &ida1,
+        "--to",
+        b.path("a1.again").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("catalog refreshed"));
 
     // Asked to: a full local mirror, and then B deduplicates against A.
     sync(&b, &["--all"]);
@@ -938,4 +1003,90 @@ fn no_credentials_says_so_and_where_they_are_looked_for() {
     );
     assert!(!err.contains("cannot reach"), "{err}");
     assert!(!h.path("cfg/config.toml").exists() && !local.exists());
+}
+
+/// A copy that cannot be read (the store is down) is not a damaged copy:
+/// verify reports it without marking it, so a later sync never replaces a
+/// good copy; and a damaged local copy is never uploaded over anything
+/// (sync hashes local sources too).
+#[test]
+fn an_unreachable_copy_is_not_damage_and_a_damaged_copy_is_never_propagated() {
+    let server = s3::s3s_fs();
+    let h = Host::new(&server);
+    h.init(&format!("s3://{}/down", server.bucket()), &[]);
+    let data = noise(&h.path("in.bin"), 2 << 20, 81);
+    let (id, o) = h.backup(&h.path("in.bin"));
+    assert!(o.status.success());
+    server.stop();
+    let o = h.run(&["--json", "verify", "--tier", "s3"]);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("unreadable"));
+    server.start_again();
+
+    let pack = walk(&h.path("vault/packs")).remove(0);
+    let good = std::fs::read(&pack).unwrap();
+    let mut bad = good.clone();
+    bad[good.len() / 2] ^= 1;
+    std::fs::write(&pack, &bad).unwrap();
+    h.ok(&["sync"]);
+    h.assert_restores(&id, "from-s3", &["--tier", "s3"], &data);
+
+    // Damaged in both tiers: nothing is copied over anything.
+    let name = pack.file_name().unwrap().to_str().unwrap().to_string();
+    let key = format!("down/packs/{}/{name}", &name[..2]);
+    let c = server.client();
+    let garbage = vec![7u8; good.len()];
+    s3::run_async(async move {
+        c.delete_object()
+            .bucket(s3::BUCKET)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        c.put_object()
+            .bucket(s3::BUCKET)
+            .key(&key)
+            .body(garbage.into())
+            .send()
+            .await
+            .unwrap();
+    });
+    assert_eq!(h.run(&["verify"]).status.code(), Some(4));
+    let o = h.run(&["sync"]);
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("corrupt"), "{err}");
+    assert_eq!(
+        std::fs::read(&pack).unwrap(),
+        bad,
+        "the local copy stays as it was"
+    );
+    // The good bytes back in the local tier: sync repairs S3 from them
+    // (the local copy, still recorded damaged, is replaced from S3 by the
+    // sync after: the first one found S3's copy bad).
+    std::fs::write(&pack, &good).unwrap();
+    assert_eq!(h.run(&["sync"]).status.code(), Some(3));
+    h.ok(&["sync"]);
+    h.assert_restores(&id, "repaired", &["--tier", "s3"], &data);
+    h.ok(&["verify"]);
+}
+
+/// A store that refuses (here: the credentials) is not retried for the
+/// whole window: the backup says so at once (exit 3).
+#[test]
+fn a_refusing_store_is_not_retried() {
+    let server = s3::s3s_fs();
+    let mut h = Host::new(&server);
+    h.init(&format!("s3://{}/refuse", server.bucket()), &[]);
+    for (k, v) in h.env.iter_mut() {
+        if k == "AWS_SECRET_ACCESS_KEY" {
+            *v = "not-the-secret-key-000000000000000".into();
+        }
+    }
+    noise(&h.path("in.bin"), 1 << 20, 91);
+    let (_, o) = h.backup(&h.path("in.bin"));
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("refused the credentials"), "{err}");
+    assert!(!err.contains("retrying in"), "{err}");
 }

@@ -16,11 +16,20 @@ pub struct SyncArgs {
     /// the local tier keeps what this host's own snapshots need.
     #[arg(long)]
     pub all: bool,
+    /// Recreate a lost local tier (its directory holds no vault) from the
+    /// s3 tier, then refill it. Never done without this: an empty directory
+    /// may be a disk that is not mounted.
+    #[arg(long)]
+    pub recreate_local: bool,
 }
 
 pub fn sync(ctx: &Ctx, a: &SyncArgs) -> Result<i32> {
     let mut vault = ctx.vault()?;
-    let reps = with_progress(ctx.v, "syncing", |p| sync::sync(&mut vault, a.all, p))?;
+    let opts = sync::SyncOptions {
+        all: a.all,
+        recreate_local: a.recreate_local,
+    };
+    let reps = with_progress(ctx.v, "syncing", |p| sync::sync(&mut vault, &opts, p))?;
     Ok(render(ctx.v, &Synced(reps)))
 }
 
@@ -131,7 +140,7 @@ impl Render for Status {
         }
         for t in self.0.iter().filter(|t| t.lost) {
             out(&format!(
-                "{:<8} LOST: its directory holds no vault; `coffer sync` recreates it from another tier (restores read from the others meanwhile)",
+                "{:<8} LOST: its directory holds no vault; mount it if it is a disk that is not mounted, else `coffer sync --recreate-local` recreates it from another tier (restores read from the others meanwhile)",
                 t.tier
             ));
         }

@@ -157,6 +157,13 @@ fn complete_offsite(
                 Ok(r) => r.problems.join("; "),
                 Err(e) => e.to_string(),
             };
+            // Only what may pass is worth waiting for: a store that refuses
+            // (no such bucket, credentials) will refuse again.
+            if let Err(e) = tier.head(crate::tier::keys::CONFIG) {
+                if !e.is_transient() {
+                    break Some(why);
+                }
+            }
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + ctx.offsite_retry);
             if Instant::now() + delay > deadline {
                 break Some(why);

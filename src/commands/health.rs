@@ -243,7 +243,7 @@ pub fn health(vault: &Vault) -> Result<HealthReport> {
             "tier-lost",
             Some("local".into()),
             format!(
-                "tier local is lost (no vault at {}); `coffer sync` recreates it from the s3 tier",
+                "tier local is lost (no vault at {}); `coffer sync --recreate-local` recreates it from the s3 tier (if it is a disk that is not mounted, mount it instead)",
                 vault.settings.local.path.display()
             ),
         );

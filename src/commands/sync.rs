@@ -13,10 +13,16 @@ use crate::vault::Vault;
 ///
 /// # Errors
 /// Catalog errors; a tier that cannot be listed is reported in its report.
-pub fn sync(vault: &mut Vault, all: bool, progress: &dyn Progress) -> Result<Vec<SyncReport>> {
-    // A lost local tier is recreated (with the vault's config from S3);
-    // listing it empty below copies every pack and manifest back.
-    if vault.recreate_local()? {
+pub fn sync(
+    vault: &mut Vault,
+    opts: &SyncOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<SyncReport>> {
+    let all = opts.all;
+    // A lost local tier is recreated only when asked: an empty directory
+    // may be a disk that is not mounted, and filling it from S3 would put
+    // the vault on the wrong disk (and hide it when the disk is mounted).
+    if opts.recreate_local && vault.recreate_local()? {
         progress.event(&Event::Warning(format!(
             "the local tier was lost: recreated it at {} from the s3 tier; copying its packs back",
             vault.settings.local.path.display()
@@ -33,6 +39,17 @@ pub fn sync(vault: &mut Vault, all: bool, progress: &dyn Progress) -> Result<Vec
             let own = own_scope_known(&catalog, &tiers[0])?;
             let mut out = Vec::new();
             for i in 0..tiers.len() {
+                if i == 0 && vault.local_lost {
+                    out.push(SyncReport {
+                        tier: tiers[0].name().to_string(),
+                        problems: vec![format!(
+                            "tier local is lost (no vault at {}): mount it if it is a disk that is not mounted, else `coffer sync --recreate-local` recreates it from the s3 tier",
+                            vault.settings.local.path.display()
+                        )],
+                        ..Default::default()
+                    });
+                    continue;
+                }
                 let scope = if i == 0 && !all && own {
                     replicate::Scope::Own
                 } else {
@@ -140,6 +157,15 @@ fn own_scope_known(
     Ok(!has_own || !catalog.pack_states(local.name())?.is_empty())
 }
 
+/// What `coffer sync` is asked to do beyond bringing every tier up to date.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncOptions {
+    /// Copy everything into the local tier ([`replicate::Scope::All`]).
+    pub all: bool,
+    /// Recreate a lost local tier from the S3 tier first.
+    pub recreate_local: bool,
+}
+
 /// A sync's reports, as its run records them.
 struct SyncRun(Vec<SyncReport>);
 
@@ -172,8 +198,17 @@ impl RunSummary for SyncRun {
 /// Catalog errors.
 pub fn status(vault: &Vault) -> Result<Vec<TierStatus>> {
     let mut st = replicate::status(&vault.catalog()?, &vault.tiers())?;
+    let catalog = vault.catalog()?;
     for t in st.iter_mut() {
         t.lost = vault.local_lost && t.tier == "local";
+        if t.lost {
+            // The catalog still records what the tier held; none of it is
+            // there now.
+            t.snapshots_complete = 0;
+            t.newest_complete = None;
+            t.newest_complete_age_seconds = None;
+            t.packs_pending = catalog.pack_states("local")?.len() as u64;
+        }
     }
     Ok(st)
 }

@@ -172,7 +172,7 @@ pub fn verify_with(
         };
         if vault.local_lost {
             rep.problems.push(format!(
-                "tier local is lost (no vault at {}): `coffer sync` recreates it from the s3 tier",
+                "tier local is lost (no vault at {}): `coffer sync --recreate-local` recreates it from the s3 tier (if it is a disk that is not mounted, mount it instead)",
                 vault.settings.local.path.display()
             ));
         }
@@ -181,12 +181,24 @@ pub fn verify_with(
             Some(Budget::Time(d)) => Some(started + d),
             _ => None,
         };
+        let primary = vault.primary();
         for tier in &tiers {
-            let packs = in_budget(&catalog, tier.name(), &all, opts.budget, &mut rep)?;
+            // The local tier of a shared vault keeps what this host keeps
+            // (replicate::Scope::Own): the packs and manifests it has a
+            // copy record for. Checking other hosts' there would record
+            // them missing, and sync would then copy them in piecemeal.
+            let own = tier.name() == primary.name();
+            let kept = catalog.pack_states(tier.name())?;
+            let packs: Vec<(PackId, u64)> = all
+                .iter()
+                .filter(|(id, _)| !own || kept.contains_key(id))
+                .copied()
+                .collect();
+            let packs = in_budget(&catalog, tier.name(), &packs, opts.budget, &mut rep)?;
             check_packs(
                 &catalog, &**tier, &packs, read, deadline, progress, &mut rep,
             )?;
-            check_manifests(&catalog, &**tier, read, &mut rep)?;
+            check_manifests(&catalog, &**tier, own, read, &mut rep)?;
             for key in tier.hidden_by_delete_markers() {
                 rep.problems.push(format!(
                     "{key} in tier {} was deleted behind coffer's back: a delete marker hides it, its locked version is intact and was read; `coffer sync` removes the marker",
@@ -208,12 +220,16 @@ pub fn verify_with(
 fn check_manifests(
     catalog: &Catalog,
     tier: &dyn Tier,
+    recorded_only: bool,
     read: Option<&ReadContext>,
     rep: &mut VerifyReport,
 ) -> Result<()> {
     let hashes = catalog.sealed_hashes()?;
     let states = catalog.snapshot_states(tier.name())?;
     for s in catalog.snapshots(None)? {
+        if recorded_only && !states.contains_key(&s.id) {
+            continue;
+        }
         rep.snapshots_checked += 1;
         let key = keys::snapshot(&s.id);
         let sealed = match tier.get(&key) {
@@ -389,7 +405,9 @@ fn check_packs(
                 rep.problems
                     .push(format!("pack {} in tier {}: {p}", r.id, tier.name()));
             }
-            catalog.set_pack_copy(&r.id, tier.name(), r.state, true)?;
+            if let Some(state) = r.state {
+                catalog.set_pack_copy(&r.id, tier.name(), state, true)?;
+            }
         }
         rep.packs_left += left.load(std::sync::atomic::Ordering::Relaxed);
         Ok(())
@@ -399,7 +417,10 @@ fn check_packs(
 /// One pack's verdict.
 struct PackCheck {
     id: PackId,
-    state: CopyState,
+    /// What to record; `None` when the copy could not be read (the store
+    /// did not answer, a download broke): that says nothing about its
+    /// bytes, and marking it corrupt would have sync replace a good copy.
+    state: Option<CopyState>,
     problem: Option<String>,
     bytes: u64,
     chunks: u64,
@@ -432,7 +453,7 @@ impl Worker {
     ) -> PackCheck {
         let mut out = PackCheck {
             id: *id,
-            state: CopyState::Present,
+            state: Some(CopyState::Present),
             problem: None,
             bytes: 0,
             chunks: 0,
@@ -450,13 +471,15 @@ impl Worker {
         });
         match r {
             Err(e) if e.is_not_found() => {
-                out.state = CopyState::Missing;
+                out.state = Some(CopyState::Missing);
                 out.problem = Some("missing".into());
                 return out;
             }
             Err(e) => {
-                out.state = CopyState::Corrupt;
-                out.problem = Some(format!("unreadable ({e})"));
+                out.state = None;
+                out.problem = Some(format!(
+                    "unreadable ({e}); not marked damaged: verify again when the tier answers"
+                ));
                 return out;
             }
             Ok(_) => {}
@@ -464,7 +487,7 @@ impl Worker {
         out.bytes = self.pack.len() as u64;
         progress.advance(out.bytes);
         if blake3::hash(&self.pack).as_bytes() != id.as_bytes() {
-            out.state = CopyState::Corrupt;
+            out.state = Some(CopyState::Corrupt);
             out.problem = Some("corrupt (its bytes do not hash to its id)".into());
             return out;
         }
@@ -472,7 +495,7 @@ impl Worker {
             match self.check_chunks(ctx) {
                 Ok(n) => out.chunks = n,
                 Err(p) => {
-                    out.state = CopyState::Corrupt;
+                    out.state = Some(CopyState::Corrupt);
                     out.problem = Some(p);
                 }
             }

@@ -239,7 +239,13 @@ pub fn catch_up(
     // Any catalog pack, whatever state its copy is recorded in: a refresh
     // that could not finish (no identity, a tier unreachable) marks copies
     // missing, and catching up must not stop there.
-    let stale = before.packs.iter().any(|p| !listed.contains(p));
+    // Only packs the primary tier keeps count: in a shared vault, other
+    // hosts' packs are not in it by design (replicate::Scope::Own).
+    let kept = catalog.pack_states(primary.name())?;
+    let stale = before
+        .packs
+        .iter()
+        .any(|p| kept.contains_key(p) && !listed.contains(p));
     if !stale {
         return Ok(None);
     }

@@ -366,7 +366,7 @@ fn copy_out(
     for t in target.others {
         for id in new {
             let key = keys::pack(id);
-            let state = match crate::replicate::copy_pack(&*target.primary, &**t, id, &key) {
+            let state = match crate::replicate::copy_pack(&*target.primary, &**t, id, &key, false) {
                 Ok(()) => CopyState::Present,
                 Err(e) => {
                     progress.event(&Event::Warning(format!(

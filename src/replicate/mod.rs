@@ -173,17 +173,12 @@ fn sync_packs(
         let mut why = Vec::new();
         for (i, listing) in sources.iter() {
             let s = &tiers[*i];
-            if !listing.contains(&key)
-                || catalog.pack_states(s.name())?.get(&id) == Some(&CopyState::Corrupt)
-            {
+            // A source recorded corrupt is tried too: copy_pack checks every
+            // source's bytes, and a copy put right by hand is good again.
+            if !listing.contains(&key) {
                 continue;
             }
-            if state == Some(CopyState::Corrupt) {
-                // Objects are immutable, but a damaged copy must go before the
-                // good one can take its name.
-                let _ = t.delete(&key);
-            }
-            match copy_pack(&**s, &**t, &id, &key) {
+            match copy_pack(&**s, &**t, &id, &key, state == Some(CopyState::Corrupt)) {
                 Ok(()) => {
                     catalog.set_pack_copy(&id, t.name(), CopyState::Present, true)?;
                     rep.packs_copied += 1;
@@ -200,7 +195,11 @@ fn sync_packs(
             }
         }
         if !done {
-            catalog.set_pack_copy(&id, t.name(), CopyState::Pending, false)?;
+            // A copy known damaged stays so (a listing would otherwise take
+            // it for a good one); an absent one is pending.
+            if state != Some(CopyState::Corrupt) {
+                catalog.set_pack_copy(&id, t.name(), CopyState::Pending, false)?;
+            }
             rep.problems.push(if why.is_empty() {
                 format!("pack {id} is in no other tier to copy it from")
             } else {
@@ -238,29 +237,27 @@ fn sync_manifests(
         {
             continue;
         }
-        let corrupt = snap_states.get(&s.id) == Some(&CopyState::Corrupt);
-        if corrupt && have.contains(&key) {
-            // Objects are immutable, but a replaced or damaged manifest
-            // must go before the committed one can take its name back.
-            if let Err(e) = t.delete(&key) {
-                rep.problems.push(format!(
-                    "the damaged manifest of snapshot {} in tier {} cannot be replaced: {e}",
-                    s.id,
-                    t.name()
-                ));
-                continue;
-            }
-        } else if have.contains(&key) {
+        // A replaced or damaged manifest is replaced by a copy that
+        // matches, found first: with none, the target's copy stays.
+        let replace = snap_states.get(&s.id) == Some(&CopyState::Corrupt) && have.contains(&key);
+        if have.contains(&key) && !replace {
             if snap_states.get(&s.id) != Some(&CopyState::Present) {
                 catalog.set_snapshot_copy(&s.id, t.name(), CopyState::Present)?;
             }
             continue;
         }
-        match copy_manifest(tiers, target, hashes.get(&s.id), &key) {
+        match copy_manifest(tiers, target, hashes.get(&s.id), &key, replace) {
             Ok(()) => {
                 catalog.set_snapshot_copy(&s.id, t.name(), CopyState::Present)?;
                 rep.manifests_copied += 1;
                 progress.event(&Event::ManifestStored { id: s.id });
+            }
+            Err(CopyFailure::Nowhere) if replace => {
+                rep.problems.push(format!(
+                    "the damaged manifest of snapshot {} in tier {} is the only copy: kept; restore a good one from a backup of the bucket",
+                    s.id,
+                    t.name()
+                ));
             }
             // In no tier at all: another host forgot its snapshot (this
             // catalog learned it before). It leaves the catalog, as prune's
@@ -275,6 +272,13 @@ fn sync_manifests(
                 rep.problems.push(format!(
                     "snapshot {} of this host is in no tier (its manifest is lost, or another host forgot it): `coffer forget {}` if it should go",
                     s.id, s.id
+                ));
+            }
+            Err(CopyFailure::Failed(e)) if replace => {
+                rep.problems.push(format!(
+                    "the damaged manifest of snapshot {} in tier {} could not be replaced: {e}",
+                    s.id,
+                    t.name()
                 ));
             }
             Err(CopyFailure::Failed(e)) => {
@@ -305,6 +309,7 @@ fn copy_manifest(
     target: usize,
     hash: Option<&String>,
     key: &str,
+    replace: bool,
 ) -> Result<(), CopyFailure> {
     let mut why = Vec::new();
     let mut nowhere = true;
@@ -321,10 +326,16 @@ fn copy_manifest(
                 ));
             }
             Ok(b) => {
+                // Only now, with a good copy in hand, the damaged one goes.
+                if replace {
+                    tiers[target]
+                        .delete(key)
+                        .map_err(|e| CopyFailure::Failed(e.to_string()))?;
+                }
                 return tiers[target]
                     .put_bytes(key, &b)
                     .map(|_| ())
-                    .map_err(|e| CopyFailure::Failed(e.to_string()))
+                    .map_err(|e| CopyFailure::Failed(e.to_string()));
             }
             Err(e) => {
                 nowhere &= e.is_not_found();
@@ -339,49 +350,70 @@ fn copy_manifest(
     })
 }
 
-/// Copies one pack, checking its hash on the way when it is downloaded.
+/// Copies one pack, its bytes checked against its id first, whether
+/// downloaded or read from a local file: a damaged source is never
+/// propagated. With `replace`, the target's (damaged) copy is deleted, but
+/// only once a good copy is in hand: objects are immutable, so it must go
+/// before the good one can take its name.
 pub(crate) fn copy_pack(
     src: &dyn Tier,
     dst: &dyn Tier,
     id: &PackId,
     key: &str,
+    replace: bool,
 ) -> Result<(), String> {
-    if let Some(path) = src.local_path(key).filter(|p| p.is_file()) {
-        return dst
-            .put_file(key, &path)
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-    }
-    let dir = dst
-        .spool_dir()
-        .map(|p| p.to_path_buf())
-        .unwrap_or_else(std::env::temp_dir);
-    let mut spool = tempfile::Builder::new()
-        .prefix("sync-")
-        .tempfile_in(&dir)
-        .map_err(|e| format!("spool in {}: {e}", dir.display()))?;
-    let mut r = src.open(key).map_err(|e| e.to_string())?;
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    {
-        let f = spool.as_file_mut();
-        loop {
-            let n = r.read(&mut buf).map_err(|e| format!("download: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            f.write_all(&buf[..n]).map_err(|e| format!("spool: {e}"))?;
-        }
-        f.sync_data().map_err(|e| format!("spool: {e}"))?;
-    }
-    if h.finalize().as_bytes() != id.as_bytes() {
-        return Err(format!(
+    let corrupt = || {
+        format!(
             "the copy in {} is corrupt (its bytes do not hash to its id)",
             src.name()
-        ));
+        )
+    };
+    let mut spool = None;
+    let path = match src.local_path(key).filter(|p| p.is_file()) {
+        Some(path) => {
+            let mut h = blake3::Hasher::new();
+            std::fs::File::open(&path)
+                .and_then(|mut f| std::io::copy(&mut f, &mut h))
+                .map_err(|e| format!("read {}: {e}", path.display()))?;
+            if h.finalize().as_bytes() != id.as_bytes() {
+                return Err(corrupt());
+            }
+            path
+        }
+        None => {
+            let dir = dst
+                .spool_dir()
+                .map(|p| p.to_path_buf())
+                .unwrap_or_else(std::env::temp_dir);
+            let mut file = tempfile::Builder::new()
+                .prefix("sync-")
+                .tempfile_in(&dir)
+                .map_err(|e| format!("spool in {}: {e}", dir.display()))?;
+            let mut r = src.open(key).map_err(|e| e.to_string())?;
+            let mut h = blake3::Hasher::new();
+            let mut buf = vec![0u8; 1 << 20];
+            {
+                let f = file.as_file_mut();
+                loop {
+                    let n = r.read(&mut buf).map_err(|e| format!("download: {e}"))?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                    f.write_all(&buf[..n]).map_err(|e| format!("spool: {e}"))?;
+                }
+                f.sync_data().map_err(|e| format!("spool: {e}"))?;
+            }
+            if h.finalize().as_bytes() != id.as_bytes() {
+                return Err(corrupt());
+            }
+            spool.insert(file).path().to_path_buf()
+        }
+    };
+    if replace {
+        dst.delete(key).map_err(|e| e.to_string())?;
     }
-    dst.put_file(key, spool.path())
+    dst.put_file(key, &path)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }

@@ -41,7 +41,8 @@ pub struct TierStatus {
     /// verify, `status --check`); the rest of the status is the catalog's
     /// belief since then.
     pub last_listed: Option<String>,
-    /// The tier is lost: its directory is gone (`coffer sync` recreates it).
+    /// The tier is lost: its directory holds no vault (`coffer sync
+    /// --recreate-local` recreates it).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub lost: bool,
 }

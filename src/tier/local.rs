@@ -37,7 +37,8 @@ pub(crate) fn sync_dir(p: &Path) -> io::Result<()> {
 impl LocalTier {
     /// A local tier whose directory is lost (gone, or emptied of its
     /// `config`), touching nothing on disk: it lists nothing and every
-    /// object in it is missing, until `coffer sync` recreates it.
+    /// object in it is missing, until `coffer sync --recreate-local`
+    /// recreates it.
     pub fn lost(name: &str, root: &Path) -> Self {
         LocalTier {
             name: name.to_string(),

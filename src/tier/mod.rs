@@ -95,6 +95,22 @@ impl TierError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, TierError::NotFound { .. })
     }
+
+    /// True when trying again later may work: the store did not answer,
+    /// answered with a server error or throttling, or a download broke.
+    /// Refusals (credentials, a missing bucket, a bad request) are not.
+    /// Matches the details [`s3`] writes for those cases.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TierError::Remote { detail, .. } => {
+                detail.starts_with("cannot reach")
+                    || detail.starts_with("download interrupted")
+                    || detail.contains("(HTTP 5")
+                    || detail.contains("(HTTP 429")
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A place that stores vault objects. See the module docs for the contract.

@@ -38,7 +38,9 @@ pub struct Vault {
     pub s3: Option<Arc<S3Tier>>,
     /// The local tier's directory is gone or holds no vault, and the vault
     /// was opened from the S3 tier's config: reads skip the local tier,
-    /// writes to it are refused, `coffer sync` recreates it.
+    /// writes to it are refused, `coffer sync --recreate-local` recreates
+    /// it (never on its own: an empty directory may be a disk that is not
+    /// mounted, and filling it would put the vault on the wrong disk).
     pub local_lost: bool,
 }
 
@@ -108,9 +110,6 @@ impl Vault {
             s3,
             local_lost,
         };
-        if local_lost {
-            vault.catalog()?.mark_tier_lost("local")?;
-        }
         Ok(vault)
     }
 
@@ -122,7 +121,8 @@ impl Vault {
         if self.local_lost {
             return Err(Error::Config(format!(
                 "{operation} needs the local tier, and it is lost (no vault at {}); \
-                 `coffer sync` recreates it from the s3 tier, then run this again",
+                 `coffer sync --recreate-local` recreates it from the s3 tier (if it is a \
+                 disk that is not mounted, mount it instead), then run this again",
                 self.settings.local.path.display()
             )));
         }
@@ -146,6 +146,9 @@ impl Vault {
         let bytes = s3.get(keys::CONFIG)?;
         let local = LocalTier::create("local", &self.settings.local.path)?;
         local.put_bytes(keys::CONFIG, &bytes)?;
+        // Everything it held is gone: sync lists it empty and copies back
+        // what the catalog says it kept.
+        self.catalog()?.mark_tier_lost("local")?;
         self.local = Arc::new(local);
         self.local_lost = false;
         Ok(true)
@@ -177,7 +180,7 @@ impl Vault {
                 .filter(|t| !(self.local_lost && t.name() == "local"))
                 .collect()),
             Some("local") if self.local_lost => Err(Error::Config(format!(
-                "tier local is lost (no vault at {}); `coffer sync` recreates it from the \
+                "tier local is lost (no vault at {}); `coffer sync --recreate-local` recreates it from the \
                  s3 tier, or read from it with --tier s3",
                 self.settings.local.path.display()
             ))),

@@ -57,6 +57,7 @@ pub(super) fn attach(
         catalog: Some(dir.join("catalog.sqlite")).filter(|c| !c.exists()),
         local: local_path.to_path_buf(),
         local_created: !local_path.exists(),
+        s3: Some(s3.settings().url()),
     };
     journal.begin(settings_path)?;
     let settings = Settings {

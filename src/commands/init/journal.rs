@@ -37,6 +37,10 @@ pub struct Journal {
     /// True when init created that directory (undo removes it if it holds
     /// no snapshot or pack).
     pub local_created: bool,
+    /// The bucket it committed to (`s3://bucket/prefix`), if any: an init
+    /// run again for another bucket must not undo this one.
+    #[serde(default)]
+    pub s3: Option<String>,
 }
 
 impl Journal {
@@ -91,6 +95,17 @@ impl Journal {
     /// # Errors
     /// When a file cannot be removed (the journal stays, naming them).
     pub fn undo(&self, settings: &Path) -> Result<()> {
+        // Backups went into it since (the journal outlived a finished
+        // init): its keys are in use, whatever the journal says.
+        if !holds_no_objects(&self.local) {
+            return Err(Error::Config(format!(
+                "{} names files of an unfinished init, but {} holds snapshots or packs: \
+                 remove {} by hand if that init is long finished",
+                Self::path(settings).display(),
+                self.local.display(),
+                Self::path(settings).display()
+            )));
+        }
         let gone = |p: &Path| match std::fs::remove_file(p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Config(format!(
                 "cannot remove {} (left by an unfinished `coffer init`): {e}",

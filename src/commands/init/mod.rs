@@ -123,6 +123,15 @@ pub fn init(opts: &InitOptions) -> Result<InitReport> {
         None => None,
     };
     if let Some(j) = Journal::load(&settings_path)? {
+        let asked = opts.s3.as_ref().map(S3Settings::url);
+        if j.s3.is_some() && j.s3 != asked {
+            return Err(Error::Config(format!(
+                "an unfinished init for {} left its files here (named in {}.init): run that \
+                 init again to finish or undo it",
+                j.s3.as_deref().unwrap_or_default(),
+                settings_path.display()
+            )));
+        }
         let committed = in_bucket
             .as_deref()
             .and_then(|b| VaultConfig::decode(b).ok())
@@ -199,6 +208,7 @@ fn create(
         catalog: Some(dir.join("catalog.sqlite")).filter(|c| !c.exists()),
         local: local_path.to_path_buf(),
         local_created: !local_path.exists(),
+        s3: opts.s3.as_ref().map(S3Settings::url),
     };
     journal.begin(settings_path)?;
     // Until the bucket holds the config, a failure undoes everything.

@@ -13,6 +13,15 @@
 use aws_sdk_s3::types::ObjectVersion;
 
 use super::{ObjectInfo, S3Tier, TierError};
+use crate::tier::keys;
+
+/// Whether coffer looks under a delete marker for `key`: the vault's data
+/// only (packs, manifests, its config), which Object Lock retains. Pins,
+/// locks, condemned marks and WAL coordination objects are deleted on
+/// purpose (`unpin` is a plain delete), so a marker over them is meant.
+pub(super) fn looked_under(key: &str) -> bool {
+    key.starts_with(keys::PACKS) || key.starts_with(keys::SNAPSHOTS) || key == keys::CONFIG
+}
 
 impl S3Tier {
     /// The newest kept (not delete-marker) version of `key`, when its
@@ -33,6 +42,9 @@ impl S3Tier {
     /// a kept version (keys without the tier's prefix, with that version's
     /// size).
     pub(super) async fn hidden_under(&self, prefix: &str) -> Result<Vec<ObjectInfo>, TierError> {
+        if !(looked_under(prefix) || keys::PACKS.starts_with(prefix)) {
+            return Ok(Vec::new());
+        }
         let full = self.full(prefix);
         Ok(self
             .hidden_under_full(&full)
@@ -44,6 +56,7 @@ impl S3Tier {
                     size,
                 })
             })
+            .filter(|o| looked_under(&o.key))
             .collect())
     }
 

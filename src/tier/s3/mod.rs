@@ -382,7 +382,7 @@ impl Tier for S3Tier {
 
     fn get(&self, key: &str) -> Result<Vec<u8>, TierError> {
         match self.clone_handle().fetch(key, None, 0, None) {
-            Err(e) if e.is_not_found() && self.lock.is_some() => {
+            Err(e) if e.is_not_found() && self.lock.is_some() && markers::looked_under(key) => {
                 match self.rt.block_on(self.hidden_version(key))? {
                     Some((version, _)) => {
                         self.note_hidden(key);
@@ -521,7 +521,7 @@ impl S3Tier {
     /// On a tier with Object Lock, the version of an absent `key` that a
     /// delete marker hides, remembered for the report.
     fn hidden(&self, key: &str) -> Result<Option<(String, u64)>, TierError> {
-        if self.lock.is_none() {
+        if self.lock.is_none() || !markers::looked_under(key) {
             return Ok(None);
         }
         let found = self.rt.block_on(self.hidden_version(key))?;

@@ -200,6 +200,22 @@ impl Drop for RangeReader {
 /// (with jitter): 0.2 + 0.4 + ... + 6.4 s, about 13 s at most in all.
 const RESUME_ATTEMPTS: u32 = 6;
 const RESUME_FIRST_DELAY: Duration = Duration::from_millis(200);
+/// How many of those may be requests that failed outright (no answer, or a
+/// 5xx, after the SDK's own 4 attempts): a store that is down must fail a
+/// read in seconds, not in a quarter of a minute per object, or a verify
+/// of an unreachable tier would take hours.
+const REQUEST_RETRIES: u32 = 2;
+
+/// Why one attempt of a read failed.
+#[derive(PartialEq)]
+enum Failed {
+    /// Not worth trying again (missing, refused).
+    Final,
+    /// The request failed outright.
+    Request,
+    /// The body broke off: resume from the offset reached.
+    Body,
+}
 
 impl S3Handle {
     /// Reads `len` bytes of `key` (of `version`, else the current one) from
@@ -236,6 +252,7 @@ impl S3Handle {
         // Exact: `reserve` may double a smaller buffer past the window.
         out.reserve_exact(len.unwrap_or(0).min(16 << 20) as usize);
         let mut attempt = 0;
+        let mut request_failures = 0;
         loop {
             let at = from + out.len() as u64;
             let range = match len {
@@ -249,8 +266,8 @@ impl S3Handle {
                 None if at > 0 => Some(format!("bytes={at}-")),
                 None => None,
             };
-            // Ok(true): the body ended; Err((worth retrying, error)).
-            let r: Result<bool, (bool, TierError)> = self.rt.block_on(async {
+            // Ok(true): the body ended; Err((why, error)).
+            let r: Result<bool, (Failed, TierError)> = self.rt.block_on(async {
                 let o = self
                     .client
                     .get_object()
@@ -267,9 +284,13 @@ impl S3Handle {
                         return Ok(true)
                     }
                     Err(e) => {
-                        let retry = super::worth_retrying(&e);
+                        let why = if super::worth_retrying(&e) {
+                            Failed::Request
+                        } else {
+                            Failed::Final
+                        };
                         return Err((
-                            retry,
+                            why,
                             super::tier_error(&self.name, &self.settings, "get", key, &e),
                         ));
                     }
@@ -280,7 +301,7 @@ impl S3Handle {
                         Ok(None) => return Ok(true),
                         Err(e) => {
                             return Err((
-                                true,
+                                Failed::Body,
                                 TierError::Remote {
                                     tier: self.name.clone(),
                                     op: "get",
@@ -294,8 +315,14 @@ impl S3Handle {
             });
             let complete = match r {
                 Ok(c) => c,
-                Err((false, e)) => return Err(e),
-                Err((true, e)) if attempt >= RESUME_ATTEMPTS => {
+                Err((Failed::Final, e)) => return Err(e),
+                Err((why, e))
+                    if attempt >= RESUME_ATTEMPTS
+                        || (why == Failed::Request && {
+                            request_failures += 1;
+                            request_failures > REQUEST_RETRIES
+                        }) =>
+                {
                     return Err(match e {
                         TierError::Remote {
                             tier,
@@ -311,7 +338,7 @@ impl S3Handle {
                         other => other,
                     })
                 }
-                Err((true, _)) => false,
+                Err(_) => false,
             };
             // A body that ended early without an error is a break too.
             let short = len.is_some_and(|l| (out.len() as u64) < l);
