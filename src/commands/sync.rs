@@ -104,7 +104,10 @@ fn learn(vault: &Vault, progress: &dyn Progress) -> std::collections::HashMap<St
     let mut out = std::collections::HashMap::new();
     let configured =
         crate::vault::keyfiles::identity_path(None, vault.settings.identity.as_deref());
-    if configured.is_none() {
+    // No identity here (a database host holds only the push key), or it is
+    // kept offline as it should be: nothing to learn with, and nothing to
+    // warn about on every sync.
+    if !configured.is_some_and(|p| p.exists()) {
         return out;
     }
     let identity = match vault.identity(None, "learning other hosts' snapshots") {

@@ -66,6 +66,10 @@ impl S3Handle {
         out.reserve_exact(len.unwrap_or(0).min(16 << 20) as usize);
         let mut attempt = 0;
         let mut request_failures = 0;
+        // A resumed read must go on with the same object: pinned by the
+        // ETag of the first answer (an object replaced meanwhile fails
+        // with 412 instead of splicing two objects' bytes).
+        let mut etag: Option<String> = None;
         loop {
             let at = from + out.len() as u64;
             let range = match len {
@@ -87,10 +91,25 @@ impl S3Handle {
                     .bucket(&self.settings.bucket)
                     .key(&full)
                     .set_version_id(version.map(str::to_string))
-                    .set_range(range)
+                    .set_if_match(etag.clone())
+                    .set_range(range.clone())
                     .send()
                     .await;
                 let mut o = match o {
+                    // A range asked for and the whole object answered (a
+                    // gateway that ignores Range): appending it would be
+                    // wrong bytes.
+                    Ok(o) if range.is_some() && o.content_range().is_none() => {
+                        return Err((
+                            Failed::Final,
+                            TierError::Remote {
+                                tier: self.name.clone(),
+                                op: "get",
+                                key: key.to_string(),
+                                detail: "the store ignored the byte range asked for".into(),
+                            },
+                        ))
+                    }
                     Ok(o) => o,
                     // The end of the object was reached exactly at a break.
                     Err(e) if len.is_none() && at > 0 && super::status(&e) == Some(416) => {
@@ -108,6 +127,9 @@ impl S3Handle {
                         ));
                     }
                 };
+                if etag.is_none() {
+                    etag = o.e_tag().map(str::to_string);
+                }
                 loop {
                     match o.body.try_next().await {
                         Ok(Some(b)) => out.extend_from_slice(&b),
