@@ -65,14 +65,7 @@ impl HostExt for Host {
 }
 
 fn bucket_config(server: &S3Server, prefix: &str) -> Option<Vec<u8>> {
-    let c = server.client();
-    let key = format!("{prefix}config");
-    s3::run_async(async move {
-        match c.get_object().bucket(s3::BUCKET).key(key).send().await {
-            Ok(o) => Some(o.body.collect().await.unwrap().into_bytes().to_vec()),
-            Err(_) => None,
-        }
-    })
+    server.get(s3::BUCKET, &format!("{prefix}config"))
 }
 
 fn config_path(h: &Host) -> PathBuf {

@@ -328,21 +328,11 @@ fn a_pack_corrupt_in_one_tier_is_read_from_the_other() {
 
     // Damaged in S3 instead: a restore from S3 alone names pack and tier;
     // the default order (local first) is unaffected.
-    let client = server.client();
-    let (bucket, key) = (
-        server.bucket().to_string(),
-        format!("v/packs/{}/{pack_id}", &pack_id[..2]),
+    server.put(
+        server.bucket(),
+        &format!("v/packs/{}/{pack_id}", &pack_id[..2]),
+        bad,
     );
-    s3::run_async(async move {
-        client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(bad.into())
-            .send()
-            .await
-            .unwrap();
-    });
     let o = h.run(&[
         "restore",
         &id,
@@ -659,15 +649,7 @@ fn status_check_lists_the_tiers_and_finds_a_pack_deleted_behind_our_back() {
     assert!(o.status.success());
     assert!(h.status("s3")["last_listed"].is_string());
     let pack = s3::keys_under(&server, "check/packs/").remove(0);
-    let c = server.client();
-    s3::run_async(async move {
-        c.delete_object()
-            .bucket(s3::BUCKET)
-            .key(pack)
-            .send()
-            .await
-            .unwrap()
-    });
+    server.delete(s3::BUCKET, &pack);
     assert_eq!(h.status("s3")["packs_pending"], 0, "the catalog's belief");
     let st: serde_json::Value =
         serde_json::from_str(&h.ok(&["--json", "status", "--check"])).unwrap();
@@ -702,19 +684,7 @@ fn a_manifest_replaced_in_the_bucket_is_found_by_verify_and_repaired_by_sync() {
     let vault = h.path("vault");
     let a_sealed = std::fs::read(vault.join("snapshots").join(&a)).unwrap();
     let b_sealed = std::fs::read(vault.join("snapshots").join(&b)).unwrap();
-    let put = |bytes: Vec<u8>| {
-        let c = server.client();
-        let key = format!("swap/snapshots/{b}");
-        s3::run_async(async move {
-            c.put_object()
-                .bucket(s3::BUCKET)
-                .key(key)
-                .body(bytes.into())
-                .send()
-                .await
-                .unwrap()
-        });
-    };
+    let put = |bytes: Vec<u8>| server.put(s3::BUCKET, &format!("swap/snapshots/{b}"), bytes);
     put(a_sealed);
     for args in [
         &["--json", "verify", "--tier", "s3"][..],
@@ -736,18 +706,9 @@ fn a_manifest_replaced_in_the_bucket_is_found_by_verify_and_repaired_by_sync() {
     }
     assert_eq!(h.status("s3")["snapshots_complete"], 1);
     h.ok(&["sync"]);
-    let c = server.client();
-    let key = format!("swap/snapshots/{b}");
-    let now = s3::run_async(async move {
-        let o = c
-            .get_object()
-            .bucket(s3::BUCKET)
-            .key(key)
-            .send()
-            .await
-            .unwrap();
-        o.body.collect().await.unwrap().into_bytes().to_vec()
-    });
+    let now = server
+        .get(s3::BUCKET, &format!("swap/snapshots/{b}"))
+        .unwrap();
     assert!(now == b_sealed, "sync put the committed manifest back");
     h.ok(&["verify", "--tier", "s3"]);
     assert_eq!(h.status("s3")["snapshots_complete"], 2);
@@ -817,18 +778,9 @@ fn a_delete_marker_over_a_locked_version_is_read_reported_and_removed() {
     };
     let objects: Vec<String> = [listed("packs/"), listed("snapshots/")].concat();
     assert!(objects.len() >= 2, "{objects:?}");
-    let c = server.client();
-    let keys = objects.clone();
-    s3::run_async(async move {
-        for k in keys {
-            c.delete_object()
-                .bucket("marked")
-                .key(k)
-                .send()
-                .await
-                .unwrap();
-        }
-    });
+    for k in &objects {
+        server.delete("marked", k);
+    }
     assert!(listed("packs/").is_empty(), "the delete markers hide them");
 
     let o = h.assert_restores(&id, "out", &["--tier", "s3"], &data);
@@ -1034,23 +986,8 @@ fn an_unreachable_copy_is_not_damage_and_a_damaged_copy_is_never_propagated() {
     // Damaged in both tiers: nothing is copied over anything.
     let name = pack.file_name().unwrap().to_str().unwrap().to_string();
     let key = format!("down/packs/{}/{name}", &name[..2]);
-    let c = server.client();
-    let garbage = vec![7u8; good.len()];
-    s3::run_async(async move {
-        c.delete_object()
-            .bucket(s3::BUCKET)
-            .key(&key)
-            .send()
-            .await
-            .unwrap();
-        c.put_object()
-            .bucket(s3::BUCKET)
-            .key(&key)
-            .body(garbage.into())
-            .send()
-            .await
-            .unwrap();
-    });
+    server.delete(s3::BUCKET, &key);
+    server.put(s3::BUCKET, &key, vec![7u8; good.len()]);
     assert_eq!(h.run(&["verify"]).status.code(), Some(4));
     let o = h.run(&["sync"]);
     assert_eq!(o.status.code(), Some(3));

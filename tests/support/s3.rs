@@ -214,6 +214,44 @@ impl S3Server {
         ]
     }
 
+    /// Writes `bytes` at `key` in `bucket` directly (not through coffer),
+    /// as an operator, a thief or a slip would.
+    pub fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) {
+        let (c, b, k) = (self.client(), bucket.to_string(), key.to_string());
+        run_async(async move {
+            c.put_object()
+                .bucket(b)
+                .key(k)
+                .body(bytes.into())
+                .send()
+                .await
+                .expect("put object")
+        });
+    }
+
+    /// The bytes at `key` in `bucket`, or `None` when absent.
+    pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let (c, b, k) = (self.client(), bucket.to_string(), key.to_string());
+        run_async(async move {
+            let o = c.get_object().bucket(b).key(k).send().await.ok()?;
+            Some(o.body.collect().await.ok()?.into_bytes().to_vec())
+        })
+    }
+
+    /// A plain delete of `key` in `bucket` (a delete marker where the bucket
+    /// keeps versions).
+    pub fn delete(&self, bucket: &str, key: &str) {
+        let (c, b, k) = (self.client(), bucket.to_string(), key.to_string());
+        run_async(async move {
+            c.delete_object()
+                .bucket(b)
+                .key(k)
+                .send()
+                .await
+                .expect("delete object")
+        });
+    }
+
     /// Creates another bucket. `object_lock` creates it with Object Lock
     /// enabled (which also turns on versioning); only SeaweedFS supports that,
     /// and asking s3s-fs for it panics rather than silently ignoring it.
