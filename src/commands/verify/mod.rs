@@ -201,7 +201,8 @@ pub fn verify_with(
             check_packs(
                 &catalog, &**tier, &packs, read, deadline, progress, &mut rep,
             )?;
-            check_manifests(&catalog, &**tier, own, read, &mut rep)?;
+            let presence_only = opts.budget.is_some();
+            check_manifests(&catalog, &**tier, own, presence_only, read, &mut rep)?;
             for key in tier.hidden_by_delete_markers() {
                 rep.problems.push(format!(
                     "{key} in tier {} was deleted behind coffer's back: a delete marker hides it, its locked version is intact and was read; `coffer sync` removes the marker",
