@@ -200,8 +200,8 @@ impl RunSummary for SyncRun {
 /// # Errors
 /// Catalog errors.
 pub fn status(vault: &Vault) -> Result<Vec<TierStatus>> {
-    let mut st = replicate::status(&vault.catalog()?, &vault.tiers())?;
     let catalog = vault.catalog()?;
+    let mut st = replicate::status(&catalog, &vault.tiers())?;
     for t in st.iter_mut() {
         t.lost = vault.local_lost && t.tier == "local";
         if t.lost {

@@ -98,7 +98,11 @@ pub fn run(
                     let why = e.to_string();
                     catalog.deletion_failed(&d.key, t.name(), &why, None)?;
                     // One failure to reach a tier is enough to know.
-                    if matches!(e, crate::tier::TierError::Remote { .. }) {
+                    if matches!(
+                        e,
+                        crate::tier::TierError::Remote { .. }
+                            | crate::tier::TierError::Unavailable { .. }
+                    ) {
                         unreachable = Some(why.clone());
                     }
                     rep.failed.push((d.key, why));

@@ -185,7 +185,7 @@ impl<'a> Fetcher<'a> {
                             .ctx
                             .fallbacks
                             .lock()
-                            .expect("fallbacks")
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .insert((loc.pack, ti));
                     if first {
                         self.progress.event(&Event::Warning(format!(

@@ -75,9 +75,19 @@ pub enum TierError {
         key: String,
         io: std::io::Error,
     },
-    /// The tier refused or failed the request (network, permissions, ...).
+    /// The tier refused the request (permissions, credentials, a missing
+    /// bucket, a bad request): trying again will not help.
     #[error("tier {tier}: {op} {key} failed: {detail}")]
     Remote {
+        tier: String,
+        op: &'static str,
+        key: String,
+        detail: String,
+    },
+    /// The tier did not answer, answered with a server error or
+    /// throttling, or a download broke off: trying again later may work.
+    #[error("tier {tier}: {op} {key} failed: {detail}")]
+    Unavailable {
         tier: String,
         op: &'static str,
         key: String,
@@ -96,19 +106,38 @@ impl TierError {
         matches!(self, TierError::NotFound { .. })
     }
 
-    /// True when trying again later may work: the store did not answer,
-    /// answered with a server error or throttling, or a download broke.
-    /// Refusals (credentials, a missing bucket, a bad request) are not.
-    /// Matches the details [`s3`] writes for those cases.
+    /// True when trying again later may work ([`TierError::Unavailable`]).
     pub fn is_transient(&self) -> bool {
+        matches!(self, TierError::Unavailable { .. })
+    }
+
+    /// The same error with its detail rewritten by `f` (a remote error's;
+    /// others are returned as they are): for adding what to do next.
+    pub fn with_detail(self, f: impl FnOnce(String) -> String) -> Self {
         match self {
-            TierError::Remote { detail, .. } => {
-                detail.starts_with("cannot reach")
-                    || detail.starts_with("download interrupted")
-                    || detail.contains("(HTTP 5")
-                    || detail.contains("(HTTP 429")
-            }
-            _ => false,
+            TierError::Remote {
+                tier,
+                op,
+                key,
+                detail,
+            } => TierError::Remote {
+                tier,
+                op,
+                key,
+                detail: f(detail),
+            },
+            TierError::Unavailable {
+                tier,
+                op,
+                key,
+                detail,
+            } => TierError::Unavailable {
+                tier,
+                op,
+                key,
+                detail: f(detail),
+            },
+            other => other,
         }
     }
 }

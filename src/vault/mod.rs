@@ -139,10 +139,14 @@ impl Vault {
         if !self.local_lost {
             return Ok(false);
         }
-        let s3 = self
-            .s3
-            .as_ref()
-            .expect("a lost local tier means an s3 tier");
+        // A vault opens with its local tier lost only from an S3 tier's
+        // config; say so rather than assume it.
+        let Some(s3) = &self.s3 else {
+            return Err(Error::Config(format!(
+                "no vault at {} and no s3 tier to recreate it from; restore the directory from a copy",
+                self.settings.local.path.display()
+            )));
+        };
         let bytes = s3.get(keys::CONFIG)?;
         let local = LocalTier::create("local", &self.settings.local.path)?;
         local.put_bytes(keys::CONFIG, &bytes)?;

@@ -6,14 +6,14 @@ use std::path::Path;
 use vault_format::config::VaultConfig;
 
 use super::journal::Journal;
-use super::{undone, InitOptions, InitReport};
+use super::{host_settings, undone, InitOptions, InitReport};
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::tier::local::LocalTier;
 use crate::tier::s3::S3Tier;
 use crate::tier::{keys, Tier};
 use crate::vault::keyfiles::PushKey;
-use crate::vault::settings::{absolute, LocalSettings, Settings};
+use crate::vault::settings::absolute;
 
 /// Attaches this host to a vault that already exists in S3 (a new database
 /// host, or disaster recovery on a fresh machine). Unsealing the dedup key
@@ -60,17 +60,14 @@ pub(super) fn attach(
         s3: Some(s3.settings().url()),
     };
     journal.begin(settings_path)?;
-    let settings = Settings {
-        vault_id: config.vault_id.to_hex(),
-        catalog: dir.join("catalog.sqlite"),
-        push_key: push_path.clone(),
-        identity: id_path,
-        local: LocalSettings {
-            path: local_path.to_path_buf(),
-        },
-        s3: opts.s3.clone(),
-        ..Settings::default()
-    };
+    let settings = host_settings(
+        opts,
+        config.vault_id.to_hex(),
+        dir,
+        &push_path,
+        id_path,
+        local_path,
+    );
     let written = (|| -> Result<()> {
         PushKey {
             vault_id: config.vault_id.to_hex(),
@@ -86,17 +83,13 @@ pub(super) fn attach(
         return Err(undone(&journal, settings_path, e));
     }
     Journal::finish(settings_path);
-    Ok(InitReport {
-        vault_id: config.vault_id.to_hex(),
-        settings: settings_path.to_path_buf(),
-        identity: None,
-        push_key: push_path,
-        local: local_path.to_path_buf(),
-        catalog: settings.catalog,
-        recipients: recipients.to_strings(),
-        s3: Some(s3.settings().url()),
-        attached: true,
-    })
+    Ok(InitReport::of(
+        settings_path,
+        &settings,
+        &recipients,
+        None,
+        true,
+    ))
 }
 
 /// The bucket holds the vault an unfinished init (killed, or failed after
@@ -137,32 +130,24 @@ pub(super) fn finish(
         }
     };
     LocalTier::create("local", &j.local)?.put_bytes(keys::CONFIG, bytes)?;
-    let settings = Settings {
-        vault_id: j.vault_id.clone(),
-        catalog: dir.join("catalog.sqlite"),
-        push_key: j.push_key.clone(),
-        identity: j
-            .identity
+    let settings = host_settings(
+        opts,
+        j.vault_id.clone(),
+        dir,
+        &j.push_key,
+        j.identity
             .clone()
             .or_else(|| opts.identity.as_deref().map(absolute)),
-        local: LocalSettings {
-            path: j.local.clone(),
-        },
-        s3: opts.s3.clone(),
-        ..Settings::default()
-    };
+        &j.local,
+    );
     Catalog::open(&settings.catalog)?.bind_vault(&settings.vault_id)?;
     settings.save_new(settings_path)?;
     Journal::finish(settings_path);
-    Ok(InitReport {
-        vault_id: j.vault_id.clone(),
-        settings: settings_path.to_path_buf(),
-        identity: j.identity.clone(),
-        push_key: j.push_key.clone(),
-        local: j.local.clone(),
-        catalog: settings.catalog,
-        recipients: push.recipients.to_strings(),
-        s3: Some(s3.settings().url()),
-        attached: j.identity.is_none(),
-    })
+    Ok(InitReport::of(
+        settings_path,
+        &settings,
+        &push.recipients,
+        j.identity.clone(),
+        j.identity.is_none(),
+    ))
 }

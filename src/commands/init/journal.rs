@@ -56,7 +56,12 @@ impl Journal {
     /// When it cannot be written.
     pub fn begin(&self, settings: &Path) -> Result<()> {
         let p = Self::path(settings);
-        let body = toml::to_string_pretty(self).expect("journal serializes");
+        // TOML has no bytes type: a path that is not UTF-8 cannot be written.
+        let body = toml::to_string_pretty(self).map_err(|e| {
+            Error::Config(format!(
+                "cannot record init's journal ({e}); use settings and vault paths that are valid UTF-8"
+            ))
+        })?;
         crate::util::write_secret_file(&p, body.as_bytes()).map_err(|e| {
             Error::Config(format!(
                 "cannot write init's journal {}: {e}; check that the directory is writable",

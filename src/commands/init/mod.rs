@@ -132,20 +132,12 @@ pub fn init(opts: &InitOptions) -> Result<InitReport> {
                 settings_path.display()
             )));
         }
-        let committed = in_bucket
-            .as_deref()
-            .and_then(|b| VaultConfig::decode(b).ok())
-            .is_some_and(|c| c.vault_id.to_hex() == j.vault_id);
-        if committed {
-            let t = s3.as_ref().expect("a bucket answered");
-            return attach::finish(
-                opts,
-                &settings_path,
-                &dir,
-                t,
-                &j,
-                in_bucket.as_deref().unwrap(),
-            );
+        if let (Some(t), Some(bytes)) = (&s3, &in_bucket) {
+            let committed =
+                VaultConfig::decode(bytes).is_ok_and(|c| c.vault_id.to_hex() == j.vault_id);
+            if committed {
+                return attach::finish(opts, &settings_path, &dir, t, &j, bytes);
+            }
         }
         // Nothing of it was committed anywhere: its identity protects nothing.
         j.undo(&settings_path)?;
@@ -243,17 +235,14 @@ fn create(
     if let Some(t) = s3 {
         commit_in_bucket(t, &config_bytes, &journal, settings_path)?;
     }
-    let settings = Settings {
-        vault_id: vault_id.to_hex(),
-        catalog: dir.join("catalog.sqlite"),
-        push_key: push_path.clone(),
-        identity: identity.as_ref().map(|_| identity_path.clone()),
-        local: LocalSettings {
-            path: local_path.to_path_buf(),
-        },
-        s3: opts.s3.clone(),
-        ..Settings::default()
-    };
+    let settings = host_settings(
+        opts,
+        vault_id.to_hex(),
+        dir,
+        &push_path,
+        identity.as_ref().map(|_| identity_path.clone()),
+        local_path,
+    );
     // The settings last: they are this host's commit.
     let saved = (|| -> Result<()> {
         Catalog::open(&settings.catalog)?.bind_vault(&settings.vault_id)?;
@@ -268,17 +257,59 @@ fn create(
         });
     }
     Journal::finish(settings_path);
-    Ok(InitReport {
-        vault_id: vault_id.to_hex(),
-        settings: settings_path.to_path_buf(),
-        identity: identity.map(|_| identity_path),
-        push_key: push_path,
-        local: local_path.to_path_buf(),
-        catalog: settings.catalog,
-        recipients: recipients.to_strings(),
-        s3: opts.s3.as_ref().map(S3Settings::url),
-        attached: false,
-    })
+    Ok(InitReport::of(
+        settings_path,
+        &settings,
+        &recipients,
+        identity.map(|_| identity_path),
+        false,
+    ))
+}
+
+/// This host's settings for the vault `vault_id`, as init writes them.
+pub(super) fn host_settings(
+    opts: &InitOptions,
+    vault_id: String,
+    dir: &Path,
+    push_key: &Path,
+    identity: Option<PathBuf>,
+    local: &Path,
+) -> Settings {
+    Settings {
+        vault_id,
+        catalog: dir.join("catalog.sqlite"),
+        push_key: push_key.to_path_buf(),
+        identity,
+        local: LocalSettings {
+            path: local.to_path_buf(),
+        },
+        s3: opts.s3.clone(),
+        ..Settings::default()
+    }
+}
+
+impl InitReport {
+    /// The report of an init that wrote (or found) `settings`; `identity`
+    /// is the identity file this init generated, if it did.
+    pub(super) fn of(
+        settings_path: &Path,
+        settings: &Settings,
+        recipients: &Recipients,
+        identity: Option<PathBuf>,
+        attached: bool,
+    ) -> InitReport {
+        InitReport {
+            vault_id: settings.vault_id.clone(),
+            settings: settings_path.to_path_buf(),
+            identity,
+            push_key: settings.push_key.clone(),
+            local: settings.local.path.clone(),
+            catalog: settings.catalog.clone(),
+            recipients: recipients.to_strings(),
+            s3: settings.s3.as_ref().map(S3Settings::url),
+            attached,
+        }
+    }
 }
 
 /// Puts the new vault's config in the bucket: the commit. A reply lost
@@ -334,19 +365,11 @@ fn object_lock_hint(t: &S3Tier, e: crate::tier::TierError) -> Error {
 /// The error of an init that undid itself.
 pub(super) fn undone(j: &Journal, settings: &Path, e: Error) -> Error {
     let e = match e {
-        Error::Tier(crate::tier::TierError::Remote {
-            tier,
-            op,
-            key,
-            detail,
-        }) => Error::Tier(crate::tier::TierError::Remote {
-            tier,
-            op,
-            key,
-            detail: format!(
-                "{detail}; init kept nothing: run the same command again once the bucket takes writes"
-            ),
-        }),
+        Error::Tier(te) => Error::Tier(te.with_detail(|d| {
+            format!(
+                "{d}; init kept nothing: run the same command again once the bucket takes writes"
+            )
+        })),
         e => e,
     };
     match j.undo(settings) {
@@ -390,17 +413,13 @@ fn already_initialised(
     let push = crate::vault::keyfiles::PushKey::load(&s.push_key)?;
     // Killed between the settings and the journal's removal: done.
     Journal::finish(settings_path);
-    Ok(InitReport {
-        vault_id: s.vault_id.clone(),
-        settings: settings_path.to_path_buf(),
-        identity: s.identity.clone(),
-        push_key: s.push_key.clone(),
-        local: s.local.path.clone(),
-        catalog: s.catalog.clone(),
-        recipients: push.recipients.to_strings(),
-        s3: s.s3.as_ref().map(S3Settings::url),
-        attached: opts.identity.is_some(),
-    })
+    Ok(InitReport::of(
+        settings_path,
+        &s,
+        &push.recipients,
+        s.identity.clone(),
+        opts.identity.is_some(),
+    ))
 }
 
 /// Refuses to overwrite this host's settings or another vault's directory.

@@ -48,11 +48,21 @@ pub(super) fn tier_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
             c.map(|c| format!(", {c}")).unwrap_or_default()
         ),
     };
-    TierError::Remote {
-        tier: tier.to_string(),
-        op,
-        key: key.to_string(),
-        detail,
+    let (tier, key) = (tier.to_string(), key.to_string());
+    if worth_retrying(e) {
+        TierError::Unavailable {
+            tier,
+            op,
+            key,
+            detail,
+        }
+    } else {
+        TierError::Remote {
+            tier,
+            op,
+            key,
+            detail,
+        }
     }
 }
 
@@ -76,7 +86,7 @@ pub(super) fn status<E>(e: &SdkError<E>) -> Option<u16> {
 /// trying again later in the same run: the endpoint did not answer, or
 /// answered with a server error. Refusals (credentials, a missing bucket
 /// or object, a bad request) are not.
-pub(super) fn worth_retrying<E: std::error::Error + 'static>(e: &SdkError<E>) -> bool {
+fn worth_retrying<E: std::error::Error + 'static>(e: &SdkError<E>) -> bool {
     if no_credentials(e) {
         return false;
     }

@@ -116,15 +116,13 @@ impl S3Handle {
                         return Ok(true)
                     }
                     Err(e) => {
-                        let why = if super::worth_retrying(&e) {
+                        let e = super::tier_error(&self.name, &self.settings, "get", key, &e);
+                        let why = if e.is_transient() {
                             Failed::Request
                         } else {
                             Failed::Final
                         };
-                        return Err((
-                            why,
-                            super::tier_error(&self.name, &self.settings, "get", key, &e),
-                        ));
+                        return Err((why, e));
                     }
                 };
                 if etag.is_none() {
@@ -137,7 +135,7 @@ impl S3Handle {
                         Err(e) => {
                             return Err((
                                 Failed::Body,
-                                TierError::Remote {
+                                TierError::Unavailable {
                                     tier: self.name.clone(),
                                     op: "get",
                                     key: key.to_string(),
@@ -158,20 +156,7 @@ impl S3Handle {
                             request_failures > REQUEST_RETRIES
                         }) =>
                 {
-                    return Err(match e {
-                        TierError::Remote {
-                            tier,
-                            op,
-                            key,
-                            detail,
-                        } => TierError::Remote {
-                            tier,
-                            op,
-                            key,
-                            detail: format!("{detail} ({} attempts)", attempt + 1),
-                        },
-                        other => other,
-                    })
+                    return Err(e.with_detail(|d| format!("{d} ({} attempts)", attempt + 1)))
                 }
                 Err(_) => false,
             };

@@ -111,10 +111,17 @@ impl S3Tier {
 
     /// Remembers that `key` was found under a delete marker.
     pub(super) fn note_hidden(&self, key: &str) {
+        self.hidden_keys().insert(key.to_string());
+    }
+
+    /// The keys found under a delete marker. A set of names stays whole
+    /// whatever panicked while it was held, so a poisoned lock is used.
+    pub(super) fn hidden_keys(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
         self.hidden
             .lock()
-            .expect("hidden keys")
-            .insert(key.to_string());
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Removes the delete markers above the kept version of `key`, so that

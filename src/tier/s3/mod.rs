@@ -43,7 +43,7 @@ mod settings;
 pub use settings::S3Settings;
 
 use super::{ObjectInfo, Put, ReadSeek, Removal, Tier, TierError};
-use errors::{status, tier_error, worth_retrying};
+use errors::{status, tier_error};
 use reader::{RangeReader, S3Handle};
 
 /// The S3 tier.
@@ -364,17 +364,12 @@ impl Tier for S3Tier {
     }
 
     fn hidden_by_delete_markers(&self) -> Vec<String> {
-        self.hidden
-            .lock()
-            .expect("hidden keys")
-            .iter()
-            .cloned()
-            .collect()
+        self.hidden_keys().iter().cloned().collect()
     }
 
     fn remove_delete_markers(&self, key: &str) -> Result<(), TierError> {
         self.rt.block_on(self.remove_markers(key))?;
-        self.hidden.lock().expect("hidden keys").remove(key);
+        self.hidden_keys().remove(key);
         Ok(())
     }
 
